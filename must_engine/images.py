@@ -1,0 +1,323 @@
+"""Finding the images in a folder and decoding them to 8-bit RGB.
+
+Every image the engine sees goes through `load_rgb` (or `load_thumbnail` for previews) so
+orientation, alpha, palette, CMYK and high bit depth are handled the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+)
+
+# Modes that image files decode to and that `to_rgb` knows how to turn into RGB.
+_HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
+SUPPORTED_MODES: frozenset[str] = frozenset(
+    {"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"} | _HIGH_DEPTH_MODES | _ALPHA_MODES
+)
+
+# JPEG can decode at 1/8 scale: the whole entropy stream is still read (so truncation and
+# corrupt data are caught) for a fraction of the cost of a full decode.
+_VERIFY_DRAFT_SIZE = (64, 64)
+
+
+class ImageLoadError(ValueError):
+    """An image file could not be decoded; `reason` is short and meant for people."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"Could not load {self.path}: {reason}.")
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str  # POSIX path relative to the scanned folder
+    reason: str
+
+
+@dataclass
+class FolderScan:
+    root: Path
+    files: list[str]  # POSIX paths relative to root, sorted
+    skipped: list[SkippedFile] = field(default_factory=list)
+    cancelled: bool = False  # True when should_stop ended the scan early: files is partial
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def paths(self) -> list[Path]:
+        return [self.root.joinpath(*rel.split("/")) for rel in self.files]
+
+
+def has_image_suffix(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def _walk_candidates(root: Path) -> tuple[list[str], list[SkippedFile]]:
+    """Image-named files under root (relative POSIX paths) plus folders/links we could not use.
+
+    Symlinked folders are followed, but each real folder is entered once, so a link back up
+    the tree cannot loop. Hidden names (".git", ".DS_Store", "._x.jpg") are ignored.
+    """
+    files: list[str] = []
+    skipped: list[SkippedFile] = []
+    root_stat = os.stat(root)
+    seen_dirs = {(root_stat.st_dev, root_stat.st_ino)}
+    stack: list[tuple[Path, str]] = [(root, "")]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            if not rel:
+                raise PermissionError(
+                    f"Cannot read the folder {root} ({exc.strerror or exc}); check its permissions."
+                ) from exc
+            skipped.append(SkippedFile(rel, f"folder not readable ({exc.strerror or exc})"))
+            continue
+        subdirs: list[tuple[Path, str]] = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            entry_rel = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                try:
+                    st = entry.stat(follow_symlinks=True)
+                except OSError as exc:
+                    skipped.append(SkippedFile(entry_rel, f"folder not readable ({exc.strerror})"))
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in seen_dirs:
+                    continue
+                seen_dirs.add(key)
+                subdirs.append((Path(entry.path), entry_rel))
+                continue
+            if not has_image_suffix(entry.name):
+                continue
+            try:
+                is_file = stat.S_ISREG(entry.stat(follow_symlinks=True).st_mode)
+            except OSError:
+                skipped.append(SkippedFile(entry_rel, "broken link"))
+                continue
+            if is_file:
+                files.append(entry_rel)
+        # Reversed so the stack pops folders in name order (deterministic visit order).
+        stack.extend(reversed(subdirs))
+    files.sort()
+    return files, skipped
+
+
+def _reason_for(exc: BaseException) -> str:
+    """A short human reason for a decode failure."""
+    if isinstance(exc, Image.DecompressionBombError):
+        return "image too large to open safely"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, ImageLoadError):
+        return exc.reason
+    message = str(exc).strip()
+    if "truncated" in message.lower():
+        return "truncated file"
+    if isinstance(exc, SyntaxError):
+        # Pillow raises SyntaxError for broken headers.
+        return f"corrupt image header ({message})" if message else "corrupt image header"
+    return f"damaged image data ({message})" if message else "damaged image data"
+
+
+def _check_one(path: Path) -> str | None:
+    """None if the file decodes, else the reason it does not. Cheap per format, see below."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file"
+        with Image.open(path) as im:
+            if im.mode not in SUPPORTED_MODES:
+                return f"unsupported mode {im.mode}"
+            if im.format == "JPEG":
+                im.draft(None, _VERIFY_DRAFT_SIZE)
+                im.load()
+            elif im.format == "PNG":
+                # CRC of every chunk up to IEND: catches truncation and damage without
+                # inflating the pixels (~25x cheaper than load on a 12 MP photo).
+                im.verify()
+            else:
+                # GIF, WebP, TIFF, BMP have no cheap partial decode; load the first frame.
+                im.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return _reason_for(exc)
+    return None
+
+
+def _default_workers() -> int:
+    # Pillow releases the GIL while decoding, so a few threads overlap file reads and decodes.
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def scan_folder(
+    root: str | os.PathLike[str],
+    *,
+    verify: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    workers: int | None = None,
+) -> FolderScan:
+    """List the images under `root` (recursive, sorted, hidden names ignored).
+
+    With verify=True each file is decoded cheaply and failures go to `skipped` with a reason.
+    progress(done, total) is called as files are checked; should_stop() is polled between
+    files and ends the scan early (the result then has cancelled=True).
+    """
+    root_path = Path(root).expanduser().absolute()
+    if not root_path.exists():
+        raise FileNotFoundError(
+            f"The folder {root_path} does not exist; choose an existing folder of images."
+        )
+    if not root_path.is_dir():
+        raise NotADirectoryError(
+            f"{root_path} is a file, not a folder; choose the folder that holds the images."
+        )
+    candidates, skipped = _walk_candidates(root_path)
+    total = len(candidates)
+    if progress is not None:
+        progress(0, total)
+    if not verify:
+        if progress is not None and total:
+            progress(total, total)
+        return FolderScan(root_path, candidates, skipped)
+
+    good: list[str] = []
+    bad: list[SkippedFile] = []
+    cancelled = False
+    n_workers = workers or _default_workers()
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        # Submit in bounded chunks so a stop request does not wait for a whole large folder.
+        chunk = max(16, 8 * n_workers)
+        done = 0
+        for start in range(0, total, chunk):
+            if should_stop is not None and should_stop():
+                cancelled = True
+                break
+            batch = candidates[start : start + chunk]
+            futures = [pool.submit(_check_one, root_path.joinpath(*rel.split("/"))) for rel in batch]
+            for rel, fut in zip(batch, futures):
+                reason = fut.result()
+                if reason is None:
+                    good.append(rel)
+                else:
+                    bad.append(SkippedFile(rel, reason))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            if should_stop is not None and done < total and should_stop():
+                cancelled = True
+                break
+    skipped = sorted(skipped + bad, key=lambda s: s.path)
+    return FolderScan(root_path, good, skipped, cancelled=cancelled)
+
+
+# --- decoding -----------------------------------------------------------------------------
+
+
+def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Map one high-bit-depth channel to 0..255 by its nominal range (never by clipping)."""
+    a = arr.astype(np.float64)
+    if mode.startswith("I;16"):
+        scaled = a / 257.0  # 65535 -> 255 exactly
+    else:
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if mode == "F" and lo >= 0.0 and hi <= 1.0:
+            scaled = a * 255.0  # float images are usually 0..1
+        elif lo >= 0.0 and hi <= 255.0:
+            scaled = a  # 8-bit data stored wide
+        elif lo >= 0.0 and hi <= 65535.0:
+            scaled = a / 257.0  # 16-bit data stored in a 32-bit mode (PNG/PGM via older paths)
+        else:
+            # Unknown range (signed or 32-bit): stretch what is there rather than clip it.
+            scaled = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _composite_on_white(im: Image.Image) -> Image.Image:
+    rgba = im.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    background.alpha_composite(rgba)
+    return background.convert("RGB")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert a decoded image of any supported mode to 8-bit RGB (alpha on white)."""
+    mode = im.mode
+    if mode not in SUPPORTED_MODES:
+        raise ImageLoadError(getattr(im, "filename", "") or "<image>", f"unsupported mode {mode}")
+    if mode in _HIGH_DEPTH_MODES:
+        grey = _scale_to_uint8(np.asarray(im), mode)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if mode in ("P", "L", "RGB") and "transparency" in im.info:
+        return _composite_on_white(im.convert("RGBA"))
+    if mode in _ALPHA_MODES:
+        return _composite_on_white(im)
+    if mode == "RGB":
+        return im
+    return im.convert("RGB")
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - broken EXIF must not cost the picture; keep it as stored
+        return im
+
+
+def _open_converted(path: str | os.PathLike[str], max_side: int | None) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            if max_side is not None:
+                # JPEG decodes directly at 1/2, 1/4 or 1/8 scale (still >= max_side).
+                im.draft(None, (max_side, max_side))
+            im.load()
+            out = to_rgb(_upright(im))
+            if out is im:
+                out = im.copy()  # the file-backed image is closed when the with block ends
+    except ImageLoadError as exc:
+        raise ImageLoadError(path, exc.reason) from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageLoadError(path, _reason_for(exc)) from exc
+    if max_side is not None:
+        out.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    return out
+
+
+def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """Decode an image file to upright 8-bit RGB (first frame of animations).
+
+    Alpha is composited on white; 16-bit and float data are scaled to 0..255.
+    Raises ImageLoadError with a short reason when the file cannot be decoded.
+    """
+    return _open_converted(path, None)
+
+
+def load_thumbnail(path: str | os.PathLike[str], max_side: int) -> Image.Image:
+    """Like load_rgb but decoded small: the longer side is at most max_side pixels."""
+    if max_side < 1:
+        raise ValueError(f"max_side must be a positive number of pixels, got {max_side}.")
+    return _open_converted(path, max_side)

@@ -1,0 +1,140 @@
+"""The MUST model: a CLIP ViT image tower with a [MASK] token, a linear pixel decoder and a
+trainable classifier initialised from text prototypes.
+
+The text tower is used once, to build the classifier, and is not part of this module, so a
+saved MUST model needs neither the text tower nor a tokenizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class MustOutputs:
+    """What one training forward pass yields for the losses."""
+
+    logits: torch.Tensor  # [B, C]
+    cls_embedding: torch.Tensor  # [B, D] normalised projected [CLS] (or pooled) embedding
+    patch_embeddings: torch.Tensor  # [B, N, D] normalised projected patch tokens
+    reconstruction: torch.Tensor | None  # [B, 3, H, W] pixel decoder output
+
+
+class MustModel(nn.Module):
+    """Image tower + [MASK] token + pixel decoder + classifier.
+
+    ``forward(images)`` is the plain classifier (logits) used for prediction and export;
+    ``forward_train(images, mask)`` returns everything the four MUST losses need.
+    """
+
+    def __init__(self, visual: nn.Module, classifier: torch.Tensor, logit_scale: float):
+        super().__init__()
+        self.visual = visual
+        width = visual.conv1.out_channels
+        patch = int(visual.conv1.kernel_size[0])
+        self.patch_size = patch
+        size = visual.image_size
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        # One learnable token replaces masked patch embeddings (std 0.02, as in BEiT/MUST).
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        nn.init.normal_(self.mask_token, std=0.02)
+        # Linear pixel decoder: 1x1 conv to p*p*3 channels, then PixelShuffle back to pixels.
+        self.decoder = nn.Sequential(
+            nn.Conv2d(width, patch * patch * 3, kernel_size=1),
+            nn.PixelShuffle(patch),
+        )
+        self.classifier = nn.Parameter(classifier.detach().clone().float())  # [D, C]
+        self.register_buffer("logit_scale", torch.tensor(float(logit_scale)))
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.classifier.shape[1])
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    def _tokens(self, images: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Run the tower; returns the final tokens after ln_post: [B, 1 + N, width]."""
+        v = self.visual
+        x = v.conv1(images)  # [B, width, gh, gw]
+        x = x.flatten(2).transpose(1, 2)  # [B, N, width]
+        if mask is not None:
+            # Replace masked patch embeddings *before* the class token and positions are added.
+            w = mask.flatten(1).unsqueeze(-1).to(x.dtype)
+            x = x * (1 - w) + self.mask_token.to(x.dtype) * w
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        x = v.ln_pre(x)
+        x = v.transformer(x)
+        return x
+
+    def _pool(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled, patch tokens), both after the tower's final LayerNorm."""
+        v = self.visual
+        pool_type = getattr(v, "pool_type", "tok")
+        if getattr(v, "final_ln_after_pool", False):
+            pooled = x[:, 0] if pool_type == "tok" else x[:, 1:].mean(dim=1)
+            return v.ln_post(pooled), v.ln_post(x[:, 1:])
+        x = v.ln_post(x)
+        pooled = x[:, 0] if pool_type == "tok" else x[:, 1:].mean(dim=1)
+        return pooled, x[:, 1:]
+
+    def _project(self, t: torch.Tensor) -> torch.Tensor:
+        proj = self.visual.proj
+        return t @ proj if proj is not None else t
+
+    def logits_from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        feat = F.normalize(embedding, dim=-1)
+        return self.logit_scale * feat @ self.classifier.to(feat.dtype)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised image embedding (for prototype estimation and feature export)."""
+        pooled, _ = self._pool(self._tokens(images, None))
+        return F.normalize(self._project(pooled), dim=-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pooled, _ = self._pool(self._tokens(images, None))
+        return self.logits_from_embedding(self._project(pooled))
+
+    def forward_train(self, images: torch.Tensor, mask: torch.Tensor | None,
+                      *, reconstruct: bool = True) -> MustOutputs:
+        pooled, patches = self._pool(self._tokens(images, mask))
+        cls_emb = self._project(pooled)
+        logits = self.logits_from_embedding(cls_emb)
+        patch_emb = F.normalize(self._project(patches), dim=-1)
+        recon = None
+        if reconstruct:
+            b, n, c = patches.shape
+            g = self.grid_size
+            recon = self.decoder(patches.transpose(1, 2).reshape(b, c, g, g))
+        return MustOutputs(logits, F.normalize(cls_emb, dim=-1), patch_emb, recon)
+
+
+def build_vision_tower(embed_dim: int, vision_cfg: dict, quick_gelu: bool) -> nn.Module:
+    """Rebuild an open_clip ViT image tower from its config (no weights, no network)."""
+    from open_clip.model import _build_vision_tower
+
+    return _build_vision_tower(embed_dim, dict(vision_cfg), quick_gelu=quick_gelu)
+
+
+def must_model_from_config(arch: dict) -> MustModel:
+    """An empty MUST model with the architecture recorded in a run (``arch`` dict)."""
+    visual = build_vision_tower(arch["embed_dim"], arch["vision_cfg"], arch["quick_gelu"])
+    classifier = torch.zeros(arch["embed_dim"], arch["num_classes"])
+    return MustModel(visual, classifier, arch["logit_scale"])
+
+
+def architecture_of(model_cfg: dict, quick_gelu: bool, num_classes: int,
+                    logit_scale: float) -> dict:
+    return {
+        "embed_dim": int(model_cfg["embed_dim"]),
+        "vision_cfg": dict(model_cfg["vision_cfg"]),
+        "quick_gelu": bool(quick_gelu),
+        "num_classes": int(num_classes),
+        "logit_scale": float(logit_scale),
+    }

@@ -1,0 +1,238 @@
+"""Zero-shot ("before") and adapted ("after") class probabilities for every image.
+
+``predict_run`` loads a run's two models and scores a folder (by default the run's own);
+the result is a ``Predictions`` table that writes the CSV of ``must predict`` and feeds the
+app's results browser.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from must_engine.devices import resolve_device
+from must_engine.events import Event, PredictionProgress
+from must_engine.images import SkippedFile, scan_folder
+from must_engine.io_utils import atomic_write
+from must_engine.models.must_model import MustModel, must_model_from_config
+from must_engine.runs import MODEL_FILE, ZERO_SHOT_FILE, RunError, RunInfo, open_run
+from must_engine.training.data import EvalDataset, make_loader
+from must_engine.views import Preprocess
+from must_engine.weights import load_model_weights
+
+EventSink = Callable[[Event], None]
+FIXED_COLUMNS = ("path", "label", "confidence", "zero_shot_label", "zero_shot_confidence")
+PROB_PREFIX = "p_"
+
+
+@dataclass
+class Predictions:
+    """Per image (``paths`` relative to ``root``): adapted and zero-shot probabilities.
+
+    ``probs`` is None for a run that has not finished training.
+    """
+
+    root: Path
+    paths: list[str]
+    class_names: list[str]
+    zero_shot_probs: np.ndarray  # [N, C]
+    probs: np.ndarray | None = None  # [N, C]
+    failed: list[SkippedFile] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def final_probs(self) -> np.ndarray:
+        return self.probs if self.probs is not None else self.zero_shot_probs
+
+    def labels(self) -> np.ndarray:
+        return self.final_probs.argmax(axis=1)
+
+    def confidences(self) -> np.ndarray:
+        return self.final_probs.max(axis=1)
+
+    def zero_shot_labels(self) -> np.ndarray:
+        return self.zero_shot_probs.argmax(axis=1)
+
+    def zero_shot_confidences(self) -> np.ndarray:
+        return self.zero_shot_probs.max(axis=1)
+
+    def changed(self) -> np.ndarray:
+        """Images whose label differs from the zero-shot one."""
+        return self.labels() != self.zero_shot_labels()
+
+    def top_k(self, index: int, k: int = 5, *, zero_shot: bool = False) -> list[tuple[str, float]]:
+        row = (self.zero_shot_probs if zero_shot else self.final_probs)[index]
+        order = np.argsort(-row, kind="stable")[:k]
+        return [(self.class_names[i], float(row[i])) for i in order]
+
+    def class_counts(self, *, zero_shot: bool = False) -> list[int]:
+        labels = self.zero_shot_labels() if zero_shot else self.labels()
+        return np.bincount(labels, minlength=len(self.class_names)).tolist()
+
+    def rows(self) -> list[dict[str, object]]:
+        labels, conf = self.labels(), self.confidences()
+        zl, zc = self.zero_shot_labels(), self.zero_shot_confidences()
+        final = self.final_probs
+        out = []
+        for i, path in enumerate(self.paths):
+            row: dict[str, object] = {
+                "path": path,
+                "label": self.class_names[labels[i]],
+                "confidence": f"{conf[i]:.6f}",
+                "zero_shot_label": self.class_names[zl[i]],
+                "zero_shot_confidence": f"{zc[i]:.6f}",
+            }
+            for c, name in enumerate(self.class_names):
+                row[PROB_PREFIX + name] = f"{final[i, c]:.6f}"
+            out.append(row)
+        return out
+
+    def columns(self) -> list[str]:
+        return [*FIXED_COLUMNS, *(PROB_PREFIX + n for n in self.class_names)]
+
+    def write_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        rows = self.rows()
+        cols = self.columns()
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=cols)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(path, write)
+        return path
+
+    def write_jsonl(self, path: str | Path) -> Path:
+        import json
+
+        path = Path(path)
+        zero = self.zero_shot_probs
+        final = self.final_probs
+        lines = []
+        for i, row in enumerate(self.rows()):
+            lines.append(json.dumps({
+                "path": row["path"], "label": row["label"],
+                "confidence": float(row["confidence"]),
+                "zero_shot_label": row["zero_shot_label"],
+                "zero_shot_confidence": float(row["zero_shot_confidence"]),
+                "probabilities": {n: float(final[i, c]) for c, n in enumerate(self.class_names)},
+                "zero_shot_probabilities": {n: float(zero[i, c])
+                                            for c, n in enumerate(self.class_names)},
+            }))
+        atomic_write(path, lambda p: p.write_text("\n".join(lines) + "\n", encoding="utf-8"))
+        return path
+
+    def save_npz(self, path: str | Path) -> Path:
+        """Compact cache for the app (probabilities as float32)."""
+        path = Path(path)
+        arrays = {"zero_shot": self.zero_shot_probs.astype(np.float32)}
+        if self.probs is not None:
+            arrays["adapted"] = self.probs.astype(np.float32)
+
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as f:
+                np.savez_compressed(f, paths=np.array(self.paths, dtype=object).astype(str),
+                                    classes=np.array(self.class_names).astype(str), **arrays)
+
+        atomic_write(path, write)
+        return path
+
+    @classmethod
+    def load_npz(cls, path: str | Path, root: Path) -> Predictions:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(Path(root), data["paths"].tolist(), data["classes"].tolist(),
+                       data["zero_shot"], data.get("adapted"))
+
+
+def read_predictions_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(class names, rows) of a CSV written by ``must predict``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Predictions file {path} was not found.")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        missing = [c for c in FIXED_COLUMNS if c not in cols]
+        if missing:
+            raise ValueError(f"{path} is not a `must predict` CSV (missing column "
+                             f"'{missing[0]}').")
+        classes = [c[len(PROB_PREFIX):] for c in cols if c.startswith(PROB_PREFIX)]
+        return classes, list(reader)
+
+
+def load_run_models(run: RunInfo) -> tuple[MustModel, MustModel | None]:
+    """The run's zero-shot model and, once training has finished, its adapted model."""
+    zero = must_model_from_config(run.architecture)
+    load_model_weights(run.file(ZERO_SHOT_FILE), zero)
+    adapted = None
+    if run.has_adapted_model:
+        adapted = must_model_from_config(run.architecture)
+        load_model_weights(run.file(MODEL_FILE), adapted)
+    return zero.eval(), (adapted.eval() if adapted is not None else None)
+
+
+@torch.no_grad()
+def predict_probs(models: Sequence[MustModel], paths: Sequence[Path], pp: Preprocess, *,
+                  device: str | torch.device = "cpu", batch_size: int = 64,
+                  on_event: EventSink | None = None,
+                  should_stop: Callable[[], bool] | None = None,
+                  ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Softmax probabilities of each model on each image, and a per-image ``ok`` flag
+    (False where the file could not be decoded)."""
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    models = [m.to(dev).eval() for m in models]
+    ds = EvalDataset(list(paths), pp)
+    loader = make_loader(ds, list(range(len(ds))), batch_size, 0, drop_last=False)
+    outs = [np.zeros((len(ds), m.num_classes), dtype=np.float32) for m in models]
+    ok = np.zeros(len(ds), dtype=bool)
+    done = 0
+    for images, index, good in loader:
+        if should_stop is not None and should_stop():
+            raise InterruptedError("Prediction was cancelled.")
+        images = images.to(dev)
+        for out, model in zip(outs, models, strict=True):
+            out[index.numpy()] = model(images).float().softmax(dim=-1).cpu().numpy()
+        ok[index.numpy()] = good.numpy()
+        done += len(index)
+        if on_event is not None:
+            on_event(PredictionProgress(done, len(ds)))
+    return outs, ok
+
+
+def predict_run(run_dir: str | Path, images: str | Path | None = None, *,
+                files: Sequence[str] | None = None, device: str = "auto",
+                batch_size: int = 64, on_event: EventSink | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Predictions:
+    """Score ``images`` (default: the run's own folder) with the run's models."""
+    run = open_run(run_dir)
+    root = Path(images) if images is not None else run.images_root
+    if not root.is_dir():
+        raise RunError(f"Image folder {root} was not found; check the path.")
+    skipped: list[SkippedFile] = []
+    if files is None:
+        if images is None:
+            files = run.image_files()
+        else:
+            scan = scan_folder(root)
+            files, skipped = scan.files, list(scan.skipped)
+    if not files:
+        raise RunError(f"No readable images in {root}.")
+    zero, adapted = load_run_models(run)
+    models = [zero] + ([adapted] if adapted is not None else [])
+    outs, ok = predict_probs(models, [root / f for f in files], run.preprocess,
+                             device=resolve_device(device), batch_size=batch_size,
+                             on_event=on_event, should_stop=should_stop)
+    keep = [i for i, good in enumerate(ok) if good]
+    skipped += [SkippedFile(files[i], "could not be decoded") for i, good in enumerate(ok)
+                if not good]
+    return Predictions(root, [files[i] for i in keep], run.class_names, outs[0][keep],
+                       outs[1][keep] if adapted is not None else None, skipped)

@@ -1,0 +1,154 @@
+"""A run folder: everything one adaptation produced, described by itself.
+
+    RUN/
+      run.json              job (images, classes, templates, model), settings, architecture,
+                            preprocessing, data summary, status and progress
+      images.json           the image list in training order of the dataset (relative paths)
+      zero_shot.safetensors the starting model (image tower + text classifier): "before"
+      checkpoint.pt         resumable training state (student, teacher, optimiser, RNG, step)
+      model.safetensors     the adapted classifier (the EMA teacher): "after"
+      metrics.jsonl         every event of the run, one JSON object a line
+      pseudo_labels.json    per image: the teacher's label and confidence in the last epoch
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from must_engine.io_utils import read_json, write_json
+from must_engine.models.source import ModelSpec
+from must_engine.settings import MustSettings
+from must_engine.version import __version__
+
+RUN_FILE = "run.json"
+IMAGES_FILE = "images.json"
+ZERO_SHOT_FILE = "zero_shot.safetensors"
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.safetensors"
+METRICS_FILE = "metrics.jsonl"
+PSEUDO_FILE = "pseudo_labels.json"
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used, with a sentence saying what to do."""
+
+
+@dataclass
+class TrainJob:
+    """What to adapt: a folder of images, class names, prompts and a pretrained model."""
+
+    images: Path
+    class_names: list[str]
+    model: ModelSpec
+    templates: list[str] = field(default_factory=list)  # empty = the default set
+    settings: MustSettings | None = None  # None = chosen from the folder and model
+    overrides: dict[str, Any] = field(default_factory=dict)  # applied over the defaults
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images": str(self.images),
+            "class_names": list(self.class_names),
+            "model": self.model.to_dict(),
+            "templates": list(self.templates),
+        }
+
+
+@dataclass
+class RunInfo:
+    """The parsed ``run.json`` of a run folder."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.data["job"]["class_names"])
+
+    @property
+    def templates(self) -> list[str]:
+        return list(self.data["job"]["templates"])
+
+    @property
+    def images_root(self) -> Path:
+        return Path(self.data["job"]["images"])
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec.from_dict(self.data["job"]["model"])
+
+    @property
+    def settings(self) -> MustSettings:
+        return MustSettings.from_dict(self.data["settings"])
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        return self.data["architecture"]
+
+    @property
+    def preprocess(self):
+        from must_engine.views import Preprocess
+
+        return Preprocess.from_dict(self.data["preprocess"])
+
+    @property
+    def status(self) -> str:
+        return self.data.get("status", "unknown")
+
+    @property
+    def step(self) -> int:
+        return int(self.data.get("step", 0))
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.data.get("total_steps", 0))
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def has_adapted_model(self) -> bool:
+        return (self.path / MODEL_FILE).is_file()
+
+    def image_files(self) -> list[str]:
+        return list(read_json(self.path / IMAGES_FILE))
+
+    def save(self) -> None:
+        self.data["updated"] = now()
+        write_json(self.path / RUN_FILE, self.data)
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def open_run(path: str | Path) -> RunInfo:
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"Run folder {path} was not found.")
+    if not (path / RUN_FILE).is_file():
+        raise RunError(f"{path} is not a MUST run folder (no {RUN_FILE}); give the folder that "
+                       "`must train --out` wrote.")
+    data = read_json(path / RUN_FILE)
+    return RunInfo(path, data)
+
+
+def new_run_data(job: TrainJob, settings: MustSettings, *, architecture: dict, preprocess,
+                 identity: dict, num_images: int, skipped: list[dict]) -> dict[str, Any]:
+    return {
+        "format": "must-run/1",
+        "engine_version": __version__,
+        "created": now(),
+        "updated": now(),
+        "job": job.to_dict(),
+        "settings": settings.to_dict(),
+        "architecture": architecture,
+        "preprocess": preprocess.to_dict(),
+        "model_identity": identity,
+        "data": {"num_images": num_images, "skipped": skipped},
+        "status": "created",
+        "step": 0,
+        "total_steps": 0,
+    }

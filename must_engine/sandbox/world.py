@@ -1,0 +1,469 @@
+"""A small made-up world of labelled shape pictures, rendered deterministically from a seed.
+
+Each picture holds one shape of a known class, with random pose, size, position and colour,
+on a background with some clutter. A *style* says how the picture is drawn: the ``source``
+style (flat colours, plain backgrounds) is what the project's tiny CLIP is pretrained on;
+the shifted styles keep the same shapes but change their low-level look (palette, texture,
+blur, noise), so that an unsupervised method has something to adapt to.
+
+Only numpy and Pillow are used, so the same seed gives the same pixels on every machine
+that has the same library versions.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import csv
+import math
+import os
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+CLASS_NAMES: tuple[str, ...] = (
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "heart",
+    "cross",
+    "moon",
+    "arrow",
+    "ring",
+    "house",
+)
+
+# Shapes are drawn at this multiple of the output size, then downsampled, for smooth edges.
+_SUPERSAMPLE = 2
+
+
+@dataclass(frozen=True)
+class StyleSpec:
+    """How a picture is drawn; every range is (low, high) and sampled uniformly."""
+
+    name: str
+    # Background: "flat", "gradient" or "texture" (stripes, checks or blotches, two colours).
+    backgrounds: tuple[str, ...]
+    # Shape fill: "flat" or "texture".
+    fills: tuple[str, ...]
+    # Saturation and value ranges (HSV, 0..1) of the shape and the background colours.
+    shape_saturation: tuple[float, float]
+    shape_value: tuple[float, float]
+    background_saturation: tuple[float, float]
+    background_value: tuple[float, float]
+    # Least distance (RGB, 0..1 per channel, Euclidean) between shape and background colour.
+    min_contrast: float
+    clutter_count: tuple[int, int]
+    blur_radius: tuple[float, float]  # in output pixels; 0 = no blur
+    noise_std: tuple[float, float]  # Gaussian pixel noise, in 0..255 units
+    contrast_scale: tuple[float, float] = (1.0, 1.0)  # pulls every pixel toward mid grey
+
+
+STYLES: dict[str, StyleSpec] = {
+    # Bright flat shapes on light, plain backgrounds: the pretraining world.
+    "source": StyleSpec(
+        name="source",
+        backgrounds=("flat", "gradient"),
+        fills=("flat",),
+        shape_saturation=(0.55, 1.0),
+        shape_value=(0.45, 0.95),
+        background_saturation=(0.0, 0.3),
+        background_value=(0.75, 1.0),
+        min_contrast=0.45,
+        clutter_count=(0, 3),
+        blur_radius=(0.0, 0.0),
+        noise_std=(0.0, 0.0),
+    ),
+    # Same shapes, another look: muted/dark palette, textured backgrounds and fills,
+    # low contrast, blur and sensor-like noise.
+    "target": StyleSpec(
+        name="target",
+        backgrounds=("texture",),
+        fills=("flat", "texture"),
+        shape_saturation=(0.2, 0.8),
+        shape_value=(0.2, 0.9),
+        background_saturation=(0.1, 0.8),
+        background_value=(0.15, 0.85),
+        min_contrast=0.3,
+        clutter_count=(2, 6),
+        blur_radius=(0.4, 1.0),
+        noise_std=(6.0, 16.0),
+        contrast_scale=(0.6, 0.9),
+    ),
+}
+
+
+def style_names() -> tuple[str, ...]:
+    """The names accepted by :func:`render`, source style first."""
+    return tuple(STYLES)
+
+
+def _style(style: str | StyleSpec) -> StyleSpec:
+    if isinstance(style, StyleSpec):
+        return style
+    try:
+        return STYLES[style]
+    except KeyError:
+        raise ValueError(
+            f"Unknown sandbox style {style!r}; use one of: {', '.join(STYLES)}."
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------
+# Colours
+
+
+def _hsv(rng: np.random.Generator, sat: tuple[float, float], val: tuple[float, float]):
+    h = rng.uniform(0.0, 1.0)
+    s = rng.uniform(*sat)
+    v = rng.uniform(*val)
+    return np.array(colorsys.hsv_to_rgb(h, s, v))
+
+
+def _colour_pair(rng: np.random.Generator, spec: StyleSpec) -> tuple[np.ndarray, np.ndarray]:
+    """A background and a shape colour at least ``min_contrast`` apart."""
+    bg = _hsv(rng, spec.background_saturation, spec.background_value)
+    fg = _hsv(rng, spec.shape_saturation, spec.shape_value)
+    # Bounded retries keep the draw count (and so the stream of random numbers) finite.
+    for _ in range(50):
+        if np.linalg.norm(fg - bg) >= spec.min_contrast:
+            break
+        fg = _hsv(rng, spec.shape_saturation, spec.shape_value)
+    else:
+        fg = np.where(bg > 0.5, 0.0, 1.0) * 0.8 + fg * 0.2
+    return bg, fg
+
+
+def _to_u8(rgb: np.ndarray) -> tuple[int, int, int]:
+    r, g, b = (int(round(float(x) * 255)) for x in np.clip(rgb, 0.0, 1.0))
+    return r, g, b
+
+
+def _jitter_colour(rng: np.random.Generator, rgb: np.ndarray, amount: float) -> np.ndarray:
+    return np.clip(rgb + rng.uniform(-amount, amount, size=3), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Fields: whole-canvas float images (H, W, 3) in 0..1
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    ax = (np.arange(size, dtype=np.float64) + 0.5) / size
+    return np.meshgrid(ax, ax)  # x, y
+
+
+def _texture(rng: np.random.Generator, size: int, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
+    """Two colours laid out as stripes, checks or smooth blotches."""
+    kind = rng.integers(0, 3)
+    x, y = _grid(size)
+    if kind == 0:  # stripes at a random angle
+        angle = rng.uniform(0, math.pi)
+        period = rng.uniform(0.06, 0.2)
+        u = x * math.cos(angle) + y * math.sin(angle)
+        t = (np.sin(2 * math.pi * u / period + rng.uniform(0, 2 * math.pi)) > 0).astype(float)
+    elif kind == 1:  # checks, slightly rotated
+        angle = rng.uniform(0, math.pi / 2)
+        period = rng.uniform(0.08, 0.2)
+        u = x * math.cos(angle) + y * math.sin(angle)
+        v = -x * math.sin(angle) + y * math.cos(angle)
+        t = ((np.floor(u / period) + np.floor(v / period)) % 2).astype(float)
+    else:  # blotches: coarse random grid, smoothly enlarged
+        cells = int(rng.integers(3, 7))
+        coarse = rng.uniform(0, 1, size=(cells, cells))
+        img = Image.fromarray((coarse * 255).astype(np.uint8), mode="L")
+        t = np.asarray(img.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float64)
+        t = np.clip((t / 255.0 - 0.5) * 2.5 + 0.5, 0, 1)
+    t = t[..., None]
+    return c0 * (1 - t) + c1 * t
+
+
+def _field(rng: np.random.Generator, kind: str, size: int, base: np.ndarray) -> np.ndarray:
+    if kind == "flat":
+        return np.broadcast_to(base, (size, size, 3)).copy()
+    if kind == "gradient":
+        other = _jitter_colour(rng, base, 0.15)
+        angle = rng.uniform(0, 2 * math.pi)
+        x, y = _grid(size)
+        t = (x - 0.5) * math.cos(angle) + (y - 0.5) * math.sin(angle) + 0.5
+        t = np.clip(t, 0.0, 1.0)[..., None]
+        return base * (1 - t) + other * t
+    if kind == "texture":
+        # The second colour stays near the first so the shape still stands out.
+        other = _jitter_colour(rng, base, 0.3)
+        return _texture(rng, size, base, other)
+    raise ValueError(f"Unknown field kind {kind!r}.")
+
+
+def _field_u8(field: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(field, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------
+# Shapes: each draws a filled mask ("L" image) given centre, radius and rotation
+
+
+def _rotate(points: np.ndarray, angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return points @ np.array([[c, s], [-s, c]])
+
+
+def _polygon(draw: ImageDraw.ImageDraw, unit: np.ndarray, cx, cy, r, angle, fill=255):
+    pts = _rotate(unit, angle) * r + np.array([cx, cy])
+    draw.polygon([(float(px), float(py)) for px, py in pts], fill=fill)
+
+
+def _regular(n: int, start: float = -math.pi / 2) -> np.ndarray:
+    a = start + np.arange(n) * 2 * math.pi / n
+    return np.stack([np.cos(a), np.sin(a)], axis=1)
+
+
+def _shape_mask(name: str, size: int, cx, cy, r, angle, rng: np.random.Generator) -> Image.Image:
+    mask = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(mask)
+    if name == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
+    elif name == "ring":
+        inner = r * rng.uniform(0.5, 0.65)
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
+        draw.ellipse((cx - inner, cy - inner, cx + inner, cy + inner), fill=0)
+    elif name == "moon":
+        # A disc with an offset disc cut out of it.
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
+        off = r * rng.uniform(0.45, 0.65)
+        ox, oy = cx + off * math.cos(angle), cy + off * math.sin(angle)
+        rr = r * rng.uniform(0.85, 1.0)
+        draw.ellipse((ox - rr, oy - rr, ox + rr, oy + rr), fill=0)
+    elif name == "square":
+        _polygon(draw, _regular(4, math.pi / 4) * 1.0, cx, cy, r, angle)
+    elif name == "triangle":
+        _polygon(draw, _regular(3) * 1.1 + np.array([0.0, 0.15]), cx, cy, r, angle)
+    elif name == "star":
+        inner = rng.uniform(0.38, 0.5)
+        outer = _regular(5)
+        inner_pts = _regular(5, -math.pi / 2 + math.pi / 5) * inner
+        pts = np.empty((10, 2))
+        pts[0::2], pts[1::2] = outer, inner_pts
+        _polygon(draw, pts * 1.1, cx, cy, r, angle)
+    elif name == "heart":
+        t = np.linspace(0, 2 * math.pi, 60, endpoint=False)
+        hx = 16 * np.sin(t) ** 3
+        hy = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+        pts = np.stack([hx, hy + 2.5], axis=1) / 16.5
+        _polygon(draw, pts, cx, cy, r, angle)
+    elif name == "cross":
+        w = rng.uniform(0.28, 0.38)
+        pts = np.array(
+            [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w),
+             (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w)]
+        )
+        _polygon(draw, pts * 0.95, cx, cy, r, angle)
+    elif name == "arrow":
+        shaft = rng.uniform(0.18, 0.26)
+        head = rng.uniform(0.55, 0.7)
+        neck = rng.uniform(0.0, 0.25)
+        pts = np.array(
+            [(-1, -shaft), (neck, -shaft), (neck, -head), (1, 0),
+             (neck, head), (neck, shaft), (-1, shaft)]
+        )
+        _polygon(draw, pts, cx, cy, r, angle)
+    elif name == "house":
+        eave = rng.uniform(0.0, 0.15)
+        pts = np.array(
+            [(-0.7, 0.9), (0.7, 0.9), (0.7, -0.1), (0.7 + eave, -0.1), (0.0, -0.95),
+             (-0.7 - eave, -0.1), (-0.7, -0.1)]
+        )
+        _polygon(draw, pts, cx, cy, r, angle)
+    else:
+        raise ValueError(f"Unknown shape {name!r}.")
+    return mask
+
+
+def _clutter(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int, count: int,
+             spec: StyleSpec) -> None:
+    """Thin lines, dots and arcs: things that are not any class."""
+    for _ in range(count):
+        colour = _to_u8(_hsv(rng, (0.0, 1.0), (0.1, 1.0)))
+        kind = rng.integers(0, 3)
+        x0, y0 = rng.uniform(0, size, size=2)
+        if kind == 0:
+            length = rng.uniform(0.1, 0.35) * size
+            a = rng.uniform(0, 2 * math.pi)
+            x1, y1 = x0 + length * math.cos(a), y0 + length * math.sin(a)
+            width = max(1, int(rng.uniform(0.008, 0.02) * size))
+            draw.line((float(x0), float(y0), float(x1), float(y1)), fill=colour, width=width)
+        elif kind == 1:
+            rad = rng.uniform(0.01, 0.03) * size
+            draw.ellipse((x0 - rad, y0 - rad, x0 + rad, y0 + rad), fill=colour)
+        else:
+            rad = rng.uniform(0.05, 0.12) * size
+            start = float(rng.uniform(0, 360))
+            width = max(1, int(rng.uniform(0.008, 0.02) * size))
+            draw.arc((x0 - rad, y0 - rad, x0 + rad, y0 + rad), start, start + 100.0,
+                     fill=colour, width=width)
+
+
+# ---------------------------------------------------------------------------------------
+# Public API
+
+
+def render(
+    class_index: int,
+    style: str | StyleSpec,
+    rng: np.random.Generator,
+    image_size: int = 64,
+) -> Image.Image:
+    """Draw one RGB picture of class ``CLASS_NAMES[class_index]`` in ``style``.
+
+    Every random choice is taken from ``rng``, so the same generator state gives the same
+    picture.
+    """
+    if not 0 <= class_index < len(CLASS_NAMES):
+        raise ValueError(f"class_index must be in 0..{len(CLASS_NAMES) - 1}, got {class_index}.")
+    spec = _style(style)
+    size = image_size * _SUPERSAMPLE
+
+    bg_colour, fg_colour = _colour_pair(rng, spec)
+    background = _field(rng, spec.backgrounds[rng.integers(len(spec.backgrounds))], size,
+                        bg_colour)
+    fill = _field(rng, spec.fills[rng.integers(len(spec.fills))], size, fg_colour)
+    canvas = Image.fromarray(_field_u8(background), mode="RGB")
+
+    # Clutter goes behind and in front of the shape, so the shape is never wholly clean.
+    count = int(rng.integers(spec.clutter_count[0], spec.clutter_count[1] + 1))
+    behind = int(rng.integers(0, count + 1))
+    _clutter(rng, ImageDraw.Draw(canvas), size, behind, spec)
+
+    r = rng.uniform(0.2, 0.38) * size
+    margin = r * 1.05
+    cx = rng.uniform(margin, size - margin)
+    cy = rng.uniform(margin, size - margin)
+    angle = rng.uniform(0, 2 * math.pi)
+    mask = _shape_mask(CLASS_NAMES[class_index], size, cx, cy, r, angle, rng)
+    fill_img = Image.fromarray(_field_u8(fill), mode="RGB")
+    canvas = Image.composite(fill_img, canvas, mask)
+
+    _clutter(rng, ImageDraw.Draw(canvas), size, count - behind, spec)
+
+    img = canvas.resize((image_size, image_size), Image.Resampling.LANCZOS)
+
+    blur = rng.uniform(*spec.blur_radius)
+    if blur > 0:
+        img = img.filter(ImageFilter.GaussianBlur(radius=float(blur)))
+    arr = np.asarray(img, dtype=np.float64)
+    scale = rng.uniform(*spec.contrast_scale)
+    if scale != 1.0:
+        arr = (arr - 128.0) * scale + 128.0
+    noise = rng.uniform(*spec.noise_std)
+    if noise > 0:
+        arr = arr + rng.normal(0.0, noise, size=arr.shape)
+    return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), mode="RGB")
+
+
+def _style_key(style: str | StyleSpec) -> int:
+    # A stable number per style name (Python's hash() is salted per process).
+    return zlib.crc32(_style(style).name.encode("utf-8"))
+
+
+def image_rng(seed: int, style: str | StyleSpec, class_index: int, index: int):
+    """The generator for one picture; a picture does not depend on how many others are drawn."""
+    return np.random.default_rng([int(seed), _style_key(style), int(class_index), int(index)])
+
+
+def make_split(
+    n_per_class: int,
+    style: str | StyleSpec,
+    seed: int,
+    image_size: int = 64,
+) -> list[tuple[Image.Image, int]]:
+    """``n_per_class`` pictures of every class, as (image, class index), classes interleaved."""
+    if n_per_class < 0:
+        raise ValueError("n_per_class must be zero or more.")
+    out = []
+    for i in range(n_per_class):
+        for c in range(len(CLASS_NAMES)):
+            out.append((render(c, style, image_rng(seed, style, c, i), image_size), c))
+    return out
+
+
+def write_folder(
+    root: str | os.PathLike,
+    n_per_class: int,
+    style: str | StyleSpec,
+    seed: int,
+    *,
+    by_class_subfolders: bool,
+    answer_key: str | os.PathLike | None = None,
+    image_size: int = 64,
+    image_format: str = "png",
+) -> list[tuple[str, str]]:
+    """Write a split to disk and return its (relative path, class name) rows.
+
+    With ``by_class_subfolders`` the layout is ``root/<class>/0001.png``. Without, the
+    pictures go flat into ``root`` with neutral, shuffled names (``0001.png`` ...), and the
+    labels are written only to ``answer_key`` (CSV with columns ``path,label``; ``path``
+    relative to ``root``), which must lie outside ``root`` so that nothing inside the folder
+    gives the answers away.
+    """
+    root = Path(root)
+    ext = image_format.lower().lstrip(".")
+    if ext not in ("png", "jpg", "jpeg"):
+        raise ValueError("image_format must be 'png' or 'jpg'.")
+    if not by_class_subfolders:
+        if answer_key is None:
+            raise ValueError("A flat folder needs an answer_key path outside it for the labels.")
+        key_path = Path(answer_key).resolve()
+        if key_path.parent == root.resolve() or root.resolve() in key_path.parents:
+            raise ValueError("Put the answer key outside the image folder, e.g. beside it.")
+    root.mkdir(parents=True, exist_ok=True)
+
+    items = make_split(n_per_class, style, seed, image_size)
+    order = np.arange(len(items))
+    if not by_class_subfolders:
+        # Shuffle so that neither the names nor their order hint at the class.
+        np.random.default_rng([int(seed), _style_key(style), 0xF11E]).shuffle(order)
+    width = max(4, len(str(len(items))))
+    rows: list[tuple[str, str]] = []
+    counters = dict.fromkeys(CLASS_NAMES, 0)
+    for n, k in enumerate(order, start=1):
+        img, c = items[int(k)]
+        name = CLASS_NAMES[c]
+        if by_class_subfolders:
+            counters[name] += 1
+            rel = f"{name}/{counters[name]:0{width}d}.{ext}"
+        else:
+            rel = f"{n:0{width}d}.{ext}"
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save(img, path, ext)
+        rows.append((rel, name))
+    if not by_class_subfolders:
+        write_answer_key(answer_key, rows)
+    return rows
+
+
+def _save(img: Image.Image, path: Path, ext: str) -> None:
+    # Fixed encoder settings and no metadata, so files are identical from run to run.
+    if ext == "png":
+        img.save(path, format="PNG", optimize=False, compress_level=9)
+    else:
+        img.save(path, format="JPEG", quality=90, optimize=False, subsampling=0)
+
+
+def write_answer_key(path: str | os.PathLike, rows: Sequence[tuple[str, str]]) -> None:
+    """Write ``path,label`` rows as CSV with Unix line ends."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(("path", "label"))
+        writer.writerows(rows)
+
+
+def read_answer_key(path: str | os.PathLike) -> dict[str, str]:
+    """The ``path -> label`` mapping of an answer key written by :func:`write_answer_key`."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return {row["path"]: row["label"] for row in csv.DictReader(f)}

@@ -1,0 +1,232 @@
+"""Every knob of a MUST run in one typed dataclass, the published presets, and the rules
+that pick defaults from the folder size and the model.
+
+Settings are saved with each run (``run.json``) so a run describes itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+STUDENT_VIEWS = ("strong", "weak")
+PROTOTYPE_INITS = ("text", "text+target")
+
+
+@dataclass
+class MustSettings:
+    """All settings of one MUST run. Defaults follow the paper's small-folder rows."""
+
+    # Schedule
+    epochs: int = 20
+    batch_size: int = 64
+    base_lr: float = 1e-5  # scaled by batch_size / 256, as published
+    min_lr: float = 1e-6  # scaled the same way
+    weight_decay: float = 0.05
+    layer_decay: float = 0.65
+    # EMA teacher
+    ema_decay_init: float = 0.99
+    ema_decay_final: float = 0.9998
+    ema_warm_it: int = 100
+    conf_threshold: float = 0.7
+    # Masking (mask_patch_size 0 = choose from the model: see masking.choose_mask_patch_size)
+    mask_ratio: float = 0.1
+    mask_patch_size: int = 0
+    # Loss weights; a weight of 0 or use_* False turns that term off
+    w_fair: float = 1.0
+    w_mim: float = 1.0
+    w_align: float = 0.2
+    use_fair: bool = True
+    use_mim: bool = True
+    use_align: bool = True
+    fair_running_average_classes: int = 512  # >= this many classes: running class prior
+    # Views
+    student_view: str = "strong"
+    randaugment: str = "rand-m9-mstd0.5-inc1"  # "" = none
+    strong_scale_min: float = 0.3
+    # Classifier initialisation: text prototypes, or text mixed half-and-half with prototypes
+    # re-estimated from the target images' own features (see classifier_init.py).
+    prototype_init: str = "text"
+    # Runtime
+    precision: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = -1  # -1 = auto
+    log_every: int = 0  # 0 = auto: every step on CPU/MPS, every 10 on CUDA
+    preset: str = "auto"
+
+    def validate(self) -> None:
+        """Raise ValueError with one clear sentence for the first bad value."""
+
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        need(self.epochs >= 1, f"epochs must be at least 1 (got {self.epochs}).")
+        need(self.batch_size >= 1, f"batch size must be at least 1 (got {self.batch_size}).")
+        need(self.base_lr > 0, f"learning rate must be positive (got {self.base_lr}).")
+        need(0 <= self.min_lr <= self.base_lr, "min_lr must be between 0 and base_lr.")
+        need(0 < self.layer_decay <= 1, "layer_decay must be in (0, 1]; use 1 for a uniform rate.")
+        need(0 <= self.ema_decay_init <= self.ema_decay_final < 1,
+             "EMA decays must satisfy 0 <= ema_decay_init <= ema_decay_final < 1.")
+        need(self.ema_warm_it >= 1, "ema_warm_it must be at least 1.")
+        need(0 <= self.conf_threshold < 1, "threshold must be in [0, 1).")
+        need(0 <= self.mask_ratio < 1, "mask ratio must be in [0, 1).")
+        need(self.mask_patch_size >= 0, "mask patch size must be 0 (automatic) or positive.")
+        for name in ("w_fair", "w_mim", "w_align"):
+            need(getattr(self, name) >= 0, f"{name} must not be negative.")
+        need(self.student_view in STUDENT_VIEWS, f"student_view must be one of {STUDENT_VIEWS}.")
+        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}.")
+        need(self.prototype_init in PROTOTYPE_INITS,
+             f"prototype_init must be one of {PROTOTYPE_INITS}.")
+        need(self.strong_scale_min > 0 and self.strong_scale_min <= 1,
+             "strong_scale_min must be in (0, 1].")
+
+    # The effective weights, folding the on/off switches in.
+    @property
+    def fair_weight(self) -> float:
+        return self.w_fair if self.use_fair else 0.0
+
+    @property
+    def mim_weight(self) -> float:
+        return self.w_mim if self.use_mim else 0.0
+
+    @property
+    def align_weight(self) -> float:
+        return self.w_align if self.use_align else 0.0
+
+    @property
+    def uses_mask(self) -> bool:
+        return self.mask_ratio > 0 and (self.mim_weight > 0 or self.align_weight > 0)
+
+    def lr(self) -> float:
+        return self.base_lr * self.batch_size / 256
+
+    def final_lr(self) -> float:
+        return self.min_lr * self.batch_size / 256
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MustSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown setting(s): {', '.join(unknown)}.")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A published row of the MUST paper (ViT-B/16 unless noted)."""
+
+    name: str
+    description: str
+    values: dict[str, Any]
+    # Size of the training split the row was tuned on, to scale the EMA warm-up by steps.
+    dataset_size: int
+    published_batch: int = 1024
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def published_steps(self) -> int:
+        return math.ceil(self.dataset_size / self.published_batch) * self.values["epochs"]
+
+
+def _row(mask_patch, ratio, w_align, w_fair, thr, lr, epochs, ema_init, warm_it):
+    return dict(
+        mask_patch_size=mask_patch, mask_ratio=ratio, w_align=w_align, w_fair=w_fair,
+        conf_threshold=thr, base_lr=lr, epochs=epochs, ema_decay_init=ema_init,
+        ema_warm_it=warm_it,
+    )
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("imagenet", "ImageNet, ViT-B/16", _row(32, 0.3, 0.2, 1, 0.7, 2e-5, 30, 0.999, 2000),
+               1_281_167),
+        Preset("imagenet-vit-l", "ImageNet, ViT-L/14",
+               _row(56, 0.3, 0.5, 1, 0.5, 4e-5, 20, 0.999, 2000), 1_281_167),
+        Preset("sun397", "SUN397 scenes", _row(32, 0.1, 1, 0.2, 0.4, 1e-4, 20, 0.99, 500), 19_850),
+        Preset("food101", "Food-101", _row(32, 0.1, 0.1, 1, 0.7, 2e-5, 40, 0.999, 2000), 75_750),
+        Preset("gtsrb", "GTSRB traffic signs", _row(32, 0.5, 0.5, 1, 0.3, 2e-5, 20, 0.99, 500),
+               26_640),
+        Preset("dtd", "DTD textures", _row(32, 0.1, 0.2, 1, 0.4, 2e-5, 60, 0.99, 100), 3_760),
+        Preset("ucf101", "UCF101 video frames", _row(16, 0.1, 0.5, 1, 0.5, 1e-5, 60, 0.99, 500),
+               9_537),
+        Preset("pets", "Oxford Pets / Caltech101", _row(32, 0.1, 0.2, 1, 0.7, 1e-5, 60, 0.99, 100),
+               3_680),
+    )
+}
+PRESET_NAMES = ("auto", *PRESETS)
+
+
+def preset_for_folder(num_images: int) -> Preset:
+    """The published row closest to a folder of this size: small folders behave like
+    DTD/Pets, mid-sized like SUN397/Food-101, very large like ImageNet."""
+    if num_images <= 10_000:
+        return PRESETS["pets"]
+    if num_images <= 200_000:
+        return PRESETS["food101"]
+    return PRESETS["imagenet"]
+
+
+def steps_per_epoch(num_images: int, batch_size: int) -> int:
+    """Training drops the last partial batch, as the reference does; never fewer than one."""
+    return max(1, num_images // max(1, min(batch_size, num_images)))
+
+
+def resolve_settings(
+    *,
+    num_images: int,
+    image_size: int,
+    patch_size: int,
+    preset: str = "auto",
+    overrides: dict[str, Any] | None = None,
+    model_name: str = "",
+) -> MustSettings:
+    """Settings for a run: preset row, then the model-dependent choices, then the user's
+    overrides, which always win.
+
+    - ``auto`` picks the row from the folder size (and the ViT-L row for ViT-L models on
+      large folders);
+    - the EMA warm-up is scaled by the ratio of this run's steps to the row's published steps;
+    - the mask block is taken from the model (a multiple of its patch that divides the grid)
+      unless the row's block fits this model.
+    """
+    from must_engine.masking import choose_mask_patch_size
+
+    overrides = dict(overrides or {})
+    if preset not in PRESET_NAMES:
+        raise ValueError(f"Unknown preset '{preset}'; choose one of: {', '.join(PRESET_NAMES)}.")
+    if preset == "auto":
+        row = preset_for_folder(num_images)
+        if row.name == "imagenet" and "ViT-L" in model_name:
+            row = PRESETS["imagenet-vit-l"]
+    else:
+        row = PRESETS[preset]
+
+    values = dict(row.values)
+    settings = MustSettings(**{**values, "preset": preset})
+    batch = int(overrides.get("batch_size", settings.batch_size))
+    batch = max(1, min(batch, num_images))
+    epochs = int(overrides.get("epochs", settings.epochs))
+    total = steps_per_epoch(num_images, batch) * epochs
+    published_total = row.published_steps()
+    warm = max(1, round(values["ema_warm_it"] * total / published_total))
+    settings = replace(settings, batch_size=batch, ema_warm_it=warm)
+
+    block = values["mask_patch_size"]
+    grid = image_size // patch_size
+    if block % patch_size != 0 or grid % (block // patch_size) != 0 or image_size != 224:
+        block = choose_mask_patch_size(image_size, patch_size)
+    settings = replace(settings, mask_patch_size=block)
+
+    if overrides:
+        settings = replace(settings, **{**overrides, "batch_size": batch})
+    settings.validate()
+    return settings

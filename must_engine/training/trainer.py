@@ -1,0 +1,497 @@
+"""The MUST trainer, driven step by step.
+
+``prepare_run`` turns a job (folder, classes, model) into a run folder holding the starting
+model; ``Trainer(run_dir).run(control)`` is a generator that trains, yielding typed events
+(``must_engine.events``) and checking the control's pause/stop flags between steps. A
+stopped run keeps its checkpoint; a new ``Trainer`` on the same folder resumes it, and on
+the CPU with a fixed seed the result equals that of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from must_engine.classes import check_class_names, check_templates, default_templates
+from must_engine.classifier_init import target_prototypes, text_classifier
+from must_engine.devices import resolve_device
+from must_engine.events import (
+    CheckpointSaved,
+    EpochSummary,
+    Event,
+    Paused,
+    Resumed,
+    RunFinished,
+    RunStarted,
+    Status,
+    StepMetrics,
+)
+from must_engine.images import scan_folder
+from must_engine.io_utils import atomic_write, write_json
+from must_engine.masking import MaskSpec, patch_mask_to_pixels, sample_block_masks
+from must_engine.models.must_model import MustModel, architecture_of, must_model_from_config
+from must_engine.models.source import load_clip
+from must_engine.runs import (
+    CHECKPOINT_FILE,
+    IMAGES_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    PSEUDO_FILE,
+    ZERO_SHOT_FILE,
+    RunError,
+    RunInfo,
+    TrainJob,
+    new_run_data,
+    open_run,
+)
+from must_engine.settings import MustSettings, resolve_settings, steps_per_epoch
+from must_engine.training.control import TrainControl
+from must_engine.training.data import (
+    EvalDataset,
+    TwoViewDataset,
+    auto_workers,
+    epoch_order,
+    make_loader,
+    mix_seed,
+)
+from must_engine.training.ema import EmaTeacher, ema_decay
+from must_engine.training.losses import (
+    FairnessLoss,
+    global_local_alignment_loss,
+    masked_image_modelling_loss,
+    pseudo_labels,
+    self_training_loss,
+)
+from must_engine.training.optim import build_optimizer, cosine_lr, set_lr
+from must_engine.weights import load_model_weights, save_model_weights
+
+EventSink = Callable[[Event], None]
+CONFIDENCE_BINS = 20
+METRIC_NAMES = ("loss_st", "loss_fair", "loss_mim", "loss_align", "loss_total",
+                "confident_fraction", "teacher_confidence")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what to do."""
+
+
+def _emit(on_event: EventSink | None, event: Event) -> None:
+    if on_event is not None:
+        on_event(event)
+
+
+def prepare_run(job: TrainJob, run_dir: str | Path, *, on_event: EventSink | None = None,
+                device: str | None = None) -> RunInfo:
+    """Scan the folder, load the pretrained model, build the starting MUST model and write
+    the run folder. Nothing is trained yet."""
+    run_dir = Path(run_dir)
+    if (run_dir / "run.json").exists():
+        raise RunError(f"{run_dir} already holds a run; resume it, or choose a new --out folder.")
+    names = check_class_names([n.strip() for n in job.class_names])
+    templates = check_templates(job.templates) if job.templates else default_templates()
+    images = Path(job.images).expanduser()
+    if not images.is_dir():
+        raise RunError(f"Image folder {images} was not found; check the path.")
+    _emit(on_event, Status(f"Scanning {images}"))
+    scan = scan_folder(images)
+    if len(scan.files) == 0:
+        raise RunError(f"No readable images in {images} (looked for jpg, png, webp, bmp, tiff, "
+                       "gif, in subfolders too).")
+    if len(scan.files) < 2:
+        raise RunError(f"Only one readable image in {images}; adaptation needs a folder of them.")
+    clip = load_clip(job.model, device="cpu", on_event=on_event)
+    vision = clip.model_cfg["vision_cfg"]
+    patch = int(vision.get("patch_size", clip.model.visual.conv1.kernel_size[0]))
+    if job.settings is not None:
+        settings = job.settings
+        settings.validate()
+    else:
+        overrides = dict(job.overrides)
+        preset = overrides.pop("preset", "auto")
+        settings = resolve_settings(num_images=len(scan.files),
+                                    image_size=clip.preprocess.image_size, patch_size=patch,
+                                    preset=preset, overrides=overrides,
+                                    model_name=job.model.model)
+    if device is not None:
+        settings.device = device
+    MaskSpec(clip.preprocess.image_size, patch, settings.mask_patch_size or patch,
+             settings.mask_ratio)  # validates the block against this model
+
+    _emit(on_event, Status(f"Building the zero-shot classifier from {len(templates)} prompts"))
+    torch.manual_seed(settings.seed)  # the [MASK] token and decoder start the same each time
+    dev = resolve_device(settings.device)
+    weights = text_classifier(clip.model, clip.tokenizer, names, templates, "cpu")
+    student = MustModel(clip.model.visual, weights, clip.logit_scale)
+    arch = architecture_of(clip.model_cfg, clip.quick_gelu, len(names), clip.logit_scale)
+    del clip.model  # the text tower is not needed any more
+    start_classifier = None
+    if settings.prototype_init == "text+target":
+        _emit(on_event, Status("Estimating class prototypes from the images"))
+        start_classifier = _estimate_prototypes(student, images, scan.files, clip.preprocess,
+                                                dev, settings.batch_size)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    extra = {"start_classifier": start_classifier} if start_classifier is not None else {}
+    save_model_weights(run_dir / ZERO_SHOT_FILE, student, extra=extra,
+                       metadata={"role": "zero-shot"})
+    write_json(run_dir / IMAGES_FILE, scan.files)
+    job_for_file = TrainJob(images.resolve(), names, job.model, templates)
+    data = new_run_data(job_for_file, settings, architecture=arch, preprocess=clip.preprocess,
+                        identity=clip.identity, num_images=len(scan.files),
+                        skipped=[{"path": s.path, "reason": s.reason} for s in scan.skipped])
+    spe = steps_per_epoch(len(scan.files), settings.batch_size)
+    data.update(status="prepared", total_steps=spe * settings.epochs)
+    run = RunInfo(run_dir, data)
+    run.save()
+    return run
+
+
+@torch.no_grad()
+def _estimate_prototypes(model: MustModel, root: Path, files: list[str], pp, device,
+                         batch_size: int) -> torch.Tensor:
+    model = model.to(device).eval()
+    ds = EvalDataset([root / f for f in files], pp)
+    loader = make_loader(ds, list(range(len(ds))), batch_size, 0, drop_last=False)
+    batches = (b[0][b[2]].to(device) for b in loader)
+    protos = target_prototypes(model, batches)
+    model.to("cpu")
+    return protos.cpu()
+
+
+def _precision(settings: MustSettings, device: torch.device) -> torch.dtype | None:
+    p = settings.precision
+    if p == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[p]
+
+
+class Trainer:
+    """Trains (or resumes) the run in ``run_dir``. Create it on the thread that will train."""
+
+    def __init__(self, run_dir: str | Path, *, device: str | None = None):
+        self.info = open_run(run_dir)
+        if not (self.info.path / ZERO_SHOT_FILE).is_file():
+            raise RunError(f"{run_dir} has no starting model ({ZERO_SHOT_FILE}); prepare it again.")
+        self.settings = self.info.settings
+        if device is not None:
+            self.settings.device = device
+        self.device = resolve_device(self.settings.device)
+        self.files = self.info.image_files()
+        self.root = self.info.images_root
+        missing = [f for f in self.files[:50] if not (self.root / f).exists()]
+        if missing:
+            raise RunError(f"The image folder {self.root} has changed ({missing[0]} is gone); "
+                           "point the run at the original folder or start a new run.")
+        s = self.settings
+        self.num_classes = len(self.info.class_names)
+        self.batch_size = min(s.batch_size, len(self.files))
+        self.steps_per_epoch = steps_per_epoch(len(self.files), self.batch_size)
+        self.total_steps = self.steps_per_epoch * s.epochs
+        self.amp_dtype = _precision(s, self.device)
+
+        student = must_model_from_config(self.info.architecture)
+        extra = load_model_weights(self.info.path / ZERO_SHOT_FILE, student)
+        if "start_classifier" in extra:
+            with torch.no_grad():
+                student.classifier.copy_(extra["start_classifier"])
+        self.student = student.to(self.device).train()
+        self.teacher = EmaTeacher(self.student)
+        layers = len(self.student.visual.transformer.resblocks)
+        self.optimizer = build_optimizer(self.student, lr=s.lr(), weight_decay=s.weight_decay,
+                                         layer_decay=s.layer_decay, num_layers=layers)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
+        self.fair = FairnessLoss(self.num_classes, s.fair_running_average_classes)
+        pp = self.info.preprocess
+        patch = self.student.patch_size
+        self.mask_spec = MaskSpec(pp.image_size, patch, s.mask_patch_size or patch, s.mask_ratio)
+        self.dataset = TwoViewDataset(self.root, self.files, pp, seed=s.seed,
+                                      student_view=s.student_view, randaugment=s.randaugment,
+                                      scale_min=s.strong_scale_min)
+        self.workers = auto_workers(s.num_workers)
+        self.log_every = s.log_every or (10 if self.device.type == "cuda" else 1)
+        self.step = 0
+        self._reset_epoch_stats()
+        n = len(self.files)
+        self.last_label = torch.full((n,), -1, dtype=torch.long, device=self.device)
+        self.last_confidence = torch.zeros(n, device=self.device)
+        if (self.info.path / CHECKPOINT_FILE).is_file():
+            self._load_checkpoint()
+
+    # ---- state -------------------------------------------------------------------------
+    def _reset_epoch_stats(self) -> None:
+        d = self.device
+        self.ep_counts = torch.zeros(self.num_classes, dtype=torch.long, device=d)
+        self.ep_confident = torch.zeros(self.num_classes, dtype=torch.long, device=d)
+        self.ep_hist = torch.zeros(CONFIDENCE_BINS, dtype=torch.long, device=d)
+        self.ep_conf_sum = torch.zeros((), device=d)
+        self.ep_seconds = 0.0
+
+    def _checkpoint_state(self) -> dict:
+        return {
+            "format": 1,
+            "step": self.step,
+            "student": self.student.state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "fair": self.fair.state_dict(),
+            "epoch_stats": {
+                "counts": self.ep_counts, "confident": self.ep_confident, "hist": self.ep_hist,
+                "conf_sum": self.ep_conf_sum, "seconds": self.ep_seconds,
+            },
+            "last_label": self.last_label,
+            "last_confidence": self.last_confidence,
+        }
+
+    def save_checkpoint(self) -> Path:
+        path = self.info.path / CHECKPOINT_FILE
+        state = self._checkpoint_state()
+        atomic_write(path, lambda p: torch.save(state, p))
+        self.info.data.update(step=self.step, total_steps=self.total_steps)
+        self.info.save()
+        return path
+
+    def _load_checkpoint(self) -> None:
+        try:
+            state = torch.load(self.info.path / CHECKPOINT_FILE, map_location=self.device,
+                               weights_only=True)
+        except Exception as exc:  # a damaged file: say so instead of a pickle traceback
+            raise RunError(f"The checkpoint in {self.info.path} cannot be read ({exc}); delete "
+                           f"{CHECKPOINT_FILE} to start this run over.") from exc
+        self.step = int(state["step"])
+        self.student.load_state_dict(state["student"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.fair.load_state_dict(state["fair"])
+        st = state["epoch_stats"]
+        self.ep_counts, self.ep_confident, self.ep_hist = st["counts"], st["confident"], st["hist"]
+        self.ep_conf_sum, self.ep_seconds = st["conf_sum"], float(st["seconds"])
+        self.last_label = state["last_label"]
+        self.last_confidence = state["last_confidence"]
+
+    # ---- training ----------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, weak: torch.Tensor, student_view: torch.Tensor,
+                   index: torch.Tensor) -> torch.Tensor:
+        """One optimisation step; returns the step's metrics as one tensor on the device."""
+        s = self.settings
+        step = self.step
+        lr = cosine_lr(step, self.total_steps, s.lr(), s.final_lr())
+        set_lr(self.optimizer, lr)
+        decay = ema_decay(step, s.ema_decay_init, s.ema_decay_final, s.ema_warm_it)
+        weak = weak.to(self.device, non_blocking=True)
+        student_view = student_view.to(self.device, non_blocking=True)
+        index = index.to(self.device)
+        batch = weak.shape[0]
+
+        mask = None
+        if s.uses_mask:
+            g = torch.Generator().manual_seed(mix_seed(s.seed, step, 0x3A5C))
+            mask = sample_block_masks(self.mask_spec, batch, g).to(self.device)
+
+        with torch.no_grad(), self._autocast():
+            teacher_logits = self.teacher.module(weak)
+        labels, confidence, confident = pseudo_labels(teacher_logits, s.conf_threshold)
+
+        zero = torch.zeros((), device=self.device)
+        with self._autocast():
+            out = self.student.forward_train(student_view, mask,
+                                             reconstruct=mask is not None and s.mim_weight > 0)
+            loss_st = self_training_loss(out.logits, labels, confident)
+            loss_fair = self.fair(out.logits) if s.fair_weight > 0 else zero
+            loss_mim = zero
+            loss_align = zero
+            if mask is not None and s.mim_weight > 0:
+                pixels = patch_mask_to_pixels(mask, self.student.patch_size)
+                loss_mim = masked_image_modelling_loss(out.reconstruction, student_view, pixels)
+            if mask is not None and s.align_weight > 0:
+                loss_align = global_local_alignment_loss(out.patch_embeddings,
+                                                         out.cls_embedding, mask)
+            total = (loss_st + s.fair_weight * loss_fair + s.mim_weight * loss_mim
+                     + s.align_weight * loss_align)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.teacher.update(self.student, decay)
+
+        with torch.no_grad():
+            c = self.num_classes
+            self.ep_counts += torch.bincount(labels, minlength=c)
+            self.ep_confident += torch.bincount(labels[confident], minlength=c)
+            bins = (confidence.float() * CONFIDENCE_BINS).long().clamp(0, CONFIDENCE_BINS - 1)
+            self.ep_hist += torch.bincount(bins, minlength=CONFIDENCE_BINS)
+            self.ep_conf_sum += confidence.float().sum()
+            self.last_label[index] = labels
+            self.last_confidence[index] = confidence.float()
+            metrics = torch.stack([
+                loss_st.detach().float(), loss_fair.detach().float(), loss_mim.detach().float(),
+                loss_align.detach().float(), total.detach().float(),
+                confident.float().mean(), confidence.float().mean(),
+            ])
+        self.step += 1
+        return torch.cat([metrics, torch.tensor([lr, decay], device=self.device)])
+
+    def run(self, control: TrainControl | None = None) -> Iterator[Event]:
+        """Train to the end, or until ``control`` asks to stop; yields events."""
+        control = control or TrainControl()
+        s = self.settings
+        started = time.perf_counter()
+        self.info.data["status"] = "running"
+        self.info.save()
+        log = open(self.info.path / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+
+        def out(event: Event) -> Event:
+            import json
+
+            log.write(json.dumps(event.to_dict()) + "\n")
+            return event
+
+        try:
+            yield out(RunStarted(str(self.info.path), s.epochs, self.steps_per_epoch, self.step,
+                                 len(self.files), self.info.class_names, str(self.device)))
+            pending: list[tuple[int, torch.Tensor]] = []
+            window_start = time.perf_counter()
+            step_seconds = None
+            while self.step < self.total_steps:
+                epoch = self.step // self.steps_per_epoch
+                in_epoch = self.step % self.steps_per_epoch
+                order = epoch_order(len(self.files), s.seed, epoch)
+                order = order[: self.steps_per_epoch * self.batch_size]
+                self.dataset.set_epoch(epoch)
+                loader = make_loader(self.dataset, order[in_epoch * self.batch_size:],
+                                     self.batch_size, self.workers, drop_last=True,
+                                     pin_memory=self.device.type == "cuda")
+                epoch_t0 = time.perf_counter()
+                for weak, strong, index in loader:
+                    if control.pause_requested and not control.stop_requested:
+                        yield from self._flush(pending, window_start, step_seconds, out)
+                        pending = []
+                        yield out(Paused(self.step))
+                        pause_t0 = time.perf_counter()
+                        control.wait_until_resumed()
+                        paused_for = time.perf_counter() - pause_t0
+                        window_start += paused_for
+                        epoch_t0 += paused_for
+                        yield out(Resumed(self.step))
+                    if control.stop_requested:
+                        yield from self._flush(pending, window_start, step_seconds, out)
+                        self.ep_seconds += time.perf_counter() - epoch_t0
+                        path = self.save_checkpoint()
+                        yield out(CheckpointSaved(str(path), self.step, epoch))
+                        self.info.data["status"] = "stopped"
+                        self.info.save()
+                        self._save_pseudo_labels()
+                        yield out(RunFinished(str(self.info.path), self.step, self.total_steps,
+                                              True, time.perf_counter() - started))
+                        return
+                    pending.append((self.step, self.train_step(weak, strong, index)))
+                    end_of_epoch = self.step % self.steps_per_epoch == 0
+                    if len(pending) >= self.log_every or end_of_epoch:
+                        now = time.perf_counter()
+                        per_step = (now - window_start) / len(pending)
+                        step_seconds = per_step if step_seconds is None else (
+                            0.7 * step_seconds + 0.3 * per_step)
+                        yield from self._flush(pending, window_start, step_seconds, out)
+                        pending = []
+                        window_start = time.perf_counter()
+                    if end_of_epoch:
+                        break
+                self.ep_seconds += time.perf_counter() - epoch_t0
+                yield out(self._epoch_summary(epoch))
+                self._reset_epoch_stats()
+                self._save_pseudo_labels()
+                if self.step < self.total_steps:
+                    path = self.save_checkpoint()
+                    yield out(CheckpointSaved(str(path), self.step, epoch))
+            model_path = self._finish()
+            yield out(RunFinished(str(self.info.path), self.step, self.total_steps, False,
+                                  time.perf_counter() - started, str(model_path)))
+        except BaseException:
+            if self.info.data.get("status") == "running":
+                self.info.data["status"] = "failed" if self.step == 0 else "stopped"
+                with contextlib.suppress(Exception):
+                    self.info.save()
+            raise
+        finally:
+            log.close()
+
+    def _flush(self, pending, window_start, step_seconds, out) -> Iterator[Event]:
+        """Read the pending steps' metrics from the device in one transfer."""
+        if not pending:
+            return
+        values = torch.stack([m for _, m in pending]).cpu().tolist()
+        elapsed = max(1e-9, time.perf_counter() - window_start)
+        ips = len(pending) * self.batch_size / elapsed
+        per_step = step_seconds if step_seconds is not None else elapsed / len(pending)
+        for (step, _), row in zip(pending, values, strict=True):
+            if not all(math.isfinite(v) for v in row[:5]):
+                raise TrainingError(f"The loss became {row[4]} at step {step + 1}; lower the "
+                                    "learning rate, or set precision to fp32, and resume.")
+            named = dict(zip(METRIC_NAMES, row[:7], strict=True))
+            yield out(StepMetrics(
+                step=step, epoch=step // self.steps_per_epoch,
+                epoch_step=step % self.steps_per_epoch, steps_per_epoch=self.steps_per_epoch,
+                total_steps=self.total_steps, lr=row[7], ema_decay=row[8],
+                images_per_second=ips,
+                eta_seconds=max(0.0, (self.total_steps - step - 1) * per_step), **named))
+
+    def _epoch_summary(self, epoch: int) -> EpochSummary:
+        counts = self.ep_counts.cpu().tolist()
+        seen = max(1, sum(counts))
+        return EpochSummary(
+            epoch=epoch, epochs=self.settings.epochs, pseudo_label_counts=counts,
+            confident_counts=self.ep_confident.cpu().tolist(),
+            confidence_bin_edges=[i / CONFIDENCE_BINS for i in range(CONFIDENCE_BINS + 1)],
+            confidence_histogram=self.ep_hist.cpu().tolist(),
+            mean_confidence=float(self.ep_conf_sum.item()) / seen,
+            confident_fraction=sum(self.ep_confident.cpu().tolist()) / seen,
+            seconds=self.ep_seconds)
+
+    def _save_pseudo_labels(self) -> None:
+        labels = self.last_label.cpu().tolist()
+        conf = self.last_confidence.cpu().tolist()
+        thr = self.settings.conf_threshold
+        rows = [{"path": f, "label": lab, "confidence": c, "passed": lab >= 0 and c > thr}
+                for f, lab, c in zip(self.files, labels, conf, strict=True)]
+        write_json(self.info.path / PSEUDO_FILE, {"threshold": thr, "step": self.step,
+                                                  "images": rows})
+
+    def _finish(self) -> Path:
+        """Keep the EMA teacher as the adapted model (no labels to pick a 'best' epoch)."""
+        path = self.info.path / MODEL_FILE
+        save_model_weights(path, self.teacher.module, metadata={"role": "adapted",
+                                                                "step": str(self.step)})
+        self.info.data.update(status="finished", step=self.step, total_steps=self.total_steps)
+        self.info.save()
+        (self.info.path / CHECKPOINT_FILE).unlink(missing_ok=True)
+        return path
+
+
+def train(job: TrainJob, run_dir: str | Path, *, control: TrainControl | None = None,
+          resume: bool = False, device: str | None = None,
+          on_event: EventSink | None = None) -> Iterator[Event]:
+    """Prepare (or resume) a run and train it: the one call the CLI and the app make."""
+    run_dir = Path(run_dir)
+    if resume and (run_dir / "run.json").exists():
+        info = open_run(run_dir)
+        if info.status == "finished":
+            raise RunError(f"The run in {run_dir} has already finished; start a new one.")
+    else:
+        prepare_run(job, run_dir, on_event=on_event, device=device)
+    trainer = Trainer(run_dir, device=device)
+    yield from trainer.run(control)
