@@ -122,8 +122,11 @@ def resolve_device(choice: str) -> torch.device:
             )
         index = int(index_text)
         if not torch.cuda.is_available():
-            build = "this PyTorch build has no CUDA support" if torch.version.cuda is None and \
-                getattr(torch.version, "hip", None) is None else "no CUDA GPU was found"
+            build = (
+                "this PyTorch build has no CUDA support"
+                if torch.version.cuda is None and getattr(torch.version, "hip", None) is None
+                else "no CUDA GPU was found"
+            )
             raise DeviceNotAvailableError(
                 f"A CUDA GPU was asked for but {build}; choose 'auto' or 'cpu'."
             )

@@ -136,13 +136,14 @@ def _reason_for(exc: BaseException) -> str:
         return "permission denied"
     if isinstance(exc, ImageLoadError):
         return exc.reason
+    if isinstance(exc, MemoryError):
+        return "not enough memory to decode it"
     message = str(exc).strip()
     if "truncated" in message.lower():
         return "truncated file"
-    if isinstance(exc, SyntaxError):
-        # Pillow raises SyntaxError for broken headers.
-        return f"corrupt image header ({message})" if message else "corrupt image header"
-    return f"damaged image data ({message})" if message else "damaged image data"
+    # Anything else (Pillow uses SyntaxError for bad headers/checksums) is damage; keep
+    # Pillow's words in brackets for whoever wants the detail.
+    return f"damaged image ({message})" if message else "damaged image"
 
 
 def _check_one(path: Path) -> str | None:
@@ -163,7 +164,9 @@ def _check_one(path: Path) -> str | None:
             else:
                 # GIF, WebP, TIFF, BMP have no cheap partial decode; load the first frame.
                 im.load()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    # Pillow's format plugins raise many types on malformed files (OSError, SyntaxError,
+    # EOFError, struct.error, IndexError...); one bad file must never end a scan or a run.
+    except Exception as exc:  # noqa: BLE001
         return _reason_for(exc)
     return None
 
@@ -218,8 +221,10 @@ def scan_folder(
                 cancelled = True
                 break
             batch = candidates[start : start + chunk]
-            futures = [pool.submit(_check_one, root_path.joinpath(*rel.split("/"))) for rel in batch]
-            for rel, fut in zip(batch, futures):
+            futures = [
+                pool.submit(_check_one, root_path.joinpath(*rel.split("/"))) for rel in batch
+            ]
+            for rel, fut in zip(batch, futures, strict=True):
                 reason = fut.result()
                 if reason is None:
                     good.append(rel)
@@ -300,7 +305,9 @@ def _open_converted(path: str | os.PathLike[str], max_side: int | None) -> Image
                 out = im.copy()  # the file-backed image is closed when the with block ends
     except ImageLoadError as exc:
         raise ImageLoadError(path, exc.reason) from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    # Pillow's format plugins raise many types on malformed files (OSError, SyntaxError,
+    # EOFError, struct.error, IndexError...); one bad file must never end a scan or a run.
+    except Exception as exc:  # noqa: BLE001
         raise ImageLoadError(path, _reason_for(exc)) from exc
     if max_side is not None:
         out.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)

@@ -26,7 +26,9 @@ class MaskSpec:
         for name in ("image_size", "patch_size", "mask_patch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive whole number of pixels, got {value!r}.")
+                raise ValueError(
+                    f"{name} must be a positive whole number of pixels, got {value!r}."
+                )
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"The image size {self.image_size} is not a multiple of the model patch size "
@@ -44,7 +46,9 @@ class MaskSpec:
                 f"{choose_mask_patch_size(self.image_size, self.patch_size)}."
             )
         if not 0.0 <= float(self.mask_ratio) < 1.0:
-            raise ValueError(f"The mask ratio must be at least 0 and below 1, got {self.mask_ratio}.")
+            raise ValueError(
+                f"The mask ratio must be at least 0 and below 1, got {self.mask_ratio}."
+            )
 
     @property
     def grid_size(self) -> int:

@@ -41,7 +41,9 @@ class Preprocess:
 
     def __post_init__(self) -> None:
         if not isinstance(self.image_size, int) or self.image_size < 1:
-            raise ValueError(f"image_size must be a positive whole number, got {self.image_size!r}.")
+            raise ValueError(
+                f"image_size must be a positive whole number, got {self.image_size!r}."
+            )
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError("mean and std must each hold three numbers, one per RGB channel.")
         if any(s <= 0 for s in self.std):
@@ -205,7 +207,9 @@ def guard_posterize(transform: Any) -> int:
 def denormalize(tensor: torch.Tensor, pp: Preprocess, *, clamp: bool = True) -> torch.Tensor:
     """Undo Normalize on a [3,H,W] or [B,3,H,W] tensor, giving 0..1 RGB (clamped by default)."""
     if tensor.dim() not in (3, 4) or tensor.shape[-3] != 3:
-        raise ValueError(f"Expected a [3,H,W] or [B,3,H,W] tensor, got shape {tuple(tensor.shape)}.")
+        raise ValueError(
+            f"Expected a [3,H,W] or [B,3,H,W] tensor, got shape {tuple(tensor.shape)}."
+        )
     mean = torch.tensor(pp.mean, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
     std = torch.tensor(pp.std, dtype=tensor.dtype, device=tensor.device).view(3, 1, 1)
     out = tensor * std + mean

@@ -44,7 +44,7 @@ def _noise_jpeg(path: Path, size=(320, 240)) -> None:
 
 
 def _close(a, b, tol=6) -> bool:
-    return all(abs(int(x) - int(y)) <= tol for x, y in zip(a, b))
+    return all(abs(int(x) - int(y)) <= tol for x, y in zip(a, b, strict=True))
 
 
 # --- scanning ------------------------------------------------------------------------------
@@ -315,3 +315,30 @@ def test_thumbnail_is_small_and_upright(tmp_path: Path) -> None:
     assert deep.size == (60, 6) and deep.getpixel((3, 3)) == (255, 255, 255)
     with pytest.raises(ValueError, match="max_side"):
         load_thumbnail(path, 0)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about bad TIFF tags
+def test_damaged_bytes_never_escape_as_other_errors(tmp_path: Path) -> None:
+    # Flip bytes in valid files of every format: decoding must give RGB or ImageLoadError,
+    # and a scan over all of them must finish.
+    rng = np.random.default_rng(5)
+    source = Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    for ext in ("jpg", "png", "gif", "bmp", "tif", "webp"):
+        clean = tmp_path / f"clean.{ext}"
+        source.save(clean)
+        data = bytearray(clean.read_bytes())
+        clean.unlink()
+        for i in range(15):
+            damaged = bytearray(data)
+            for pos in rng.integers(0, len(data), size=1 + i % 4):
+                damaged[pos] = int(rng.integers(0, 256))
+            if i % 5 == 4:
+                damaged = damaged[: int(rng.integers(1, len(damaged)))]
+            path = tmp_path / f"d{i:02d}.{ext}"
+            path.write_bytes(bytes(damaged))
+            try:
+                assert load_rgb(path).mode == "RGB"
+            except ImageLoadError as exc:
+                assert exc.reason
+    scan = scan_folder(tmp_path)
+    assert len(scan.files) + len(scan.skipped) == 6 * 15

@@ -201,6 +201,7 @@ def pretrain_tiny_clip(
     settings: PretrainSettings | None = None,
     templates: Sequence[str] = PRETRAIN_TEMPLATES,
     log: Callable[[str], None] | None = None,
+    on_epoch_end: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> torch.nn.Module:
     """Train a tiny CLIP from scratch on labelled pictures with prompt captions.
 
@@ -270,8 +271,15 @@ def pretrain_tiny_clip(
             if log is not None:
                 log(
                     f"epoch {epoch + 1}/{settings.epochs}: loss {running / steps_per_epoch:.4f}, "
-                    f"logit scale {float(model.logit_scale.exp()):.1f}"
+                    f"logit scale {float(model.logit_scale.detach().exp()):.1f}"
                 )
+            if on_epoch_end is not None:
+                # The callback may evaluate; it must not change the training state.
+                model.eval()
+                rng_state = torch.random.get_rng_state()
+                on_epoch_end(epoch, model)
+                torch.random.set_rng_state(rng_state)
+                model.train()
         model.eval()
     return model
 

@@ -1,0 +1,431 @@
+"""The ``must`` command line: train, predict, eval, export, demo, models, devices.
+
+Every command exits non-zero with one clear line on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from must_engine.version import __version__
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+# Settings that get a friendlier flag name than --field-name.
+_FLAG_NAMES = {"conf_threshold": "threshold"}
+# Settings with a dedicated flag elsewhere, or not meant for the command line.
+_SKIP_FIELDS = {"use_fair", "use_mim", "use_align", "preset"}
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    from must_engine.settings import PRESET_NAMES, MustSettings
+
+    group = parser.add_argument_group("method settings (default: chosen from the folder and "
+                                      "model, see --preset)")
+    group.add_argument("--preset", choices=PRESET_NAMES, default="auto",
+                       help="published settings row to start from (default: auto, by folder size)")
+    for f in dataclasses.fields(MustSettings):
+        if f.name in _SKIP_FIELDS:
+            continue
+        flag = "--" + _FLAG_NAMES.get(f.name, f.name).replace("_", "-")
+        kind = {int: int, float: float, str: str, "int": int, "float": float, "str": str}.get(
+            f.type, str)
+        group.add_argument(flag, dest=f"set_{f.name}", type=kind, default=None,
+                           metavar=f.name.upper(), help=f"(default {f.default!r})")
+    group.add_argument("--no-fair", action="store_true", help="turn the fairness loss off")
+    group.add_argument("--no-mim", action="store_true", help="turn masked image modelling off")
+    group.add_argument("--no-align", action="store_true",
+                       help="turn global-local feature alignment off")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    out = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_") and v is not None}
+    if args.no_fair:
+        out["use_fair"] = False
+    if args.no_mim:
+        out["use_mim"] = False
+    if args.no_align:
+        out["use_align"] = False
+    if args.preset:
+        out["preset"] = args.preset
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="must",
+        description="Adapt a CLIP zero-shot classifier to a folder of unlabelled images with "
+                    "Masked Unsupervised Self-Training (MUST).")
+    p.add_argument("--version", action="version", version=f"must {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="adapt a model to a folder of images")
+    t.add_argument("images", type=Path, help="folder of unlabelled images (searched recursively)")
+    names = t.add_mutually_exclusive_group()
+    names.add_argument("--classes", help='class names, comma-separated: "cat,dog,bird"')
+    names.add_argument("--classes-file", type=Path, help="text file, one class name a line")
+    t.add_argument("--model", help="open_clip model: ViT-B-32, hf-hub:ORG/REPO, local-dir:PATH "
+                                   "or a model folder")
+    t.add_argument("--pretrained", default="",
+                   help="pretrained tag (e.g. laion2b_s34b_b79k) or a checkpoint file")
+    t.add_argument("--templates-file", type=Path,
+                   help="prompt templates, one a line, '{}' for the class name")
+    t.add_argument("--template-set", help="a shipped template set: openai-imagenet, simple, photo")
+    t.add_argument("--out", type=Path, help="run folder to write (default: ./must-run-<time>)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the stopped run in --out from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    _settings_flags(t)
+
+    pr = sub.add_parser("predict", help="score images with a run's zero-shot and adapted models")
+    pr.add_argument("run", type=Path, help="run folder written by `must train`")
+    pr.add_argument("images", type=Path, help="folder of images to score")
+    pr.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--quiet", action="store_true")
+
+    e = sub.add_parser("eval", help="accuracy of predictions against class-named subfolders")
+    e.add_argument("predictions", type=Path, help="CSV written by `must predict`")
+    e.add_argument("images", type=Path, help="the same folder, with one subfolder per class")
+
+    x = sub.add_parser("export", help="export an adapted model or its predictions")
+    x.add_argument("run", type=Path)
+    x.add_argument("--format", default="bundle",
+                   choices=["bundle", "torchscript", "onnx", "csv", "jsonl", "folders"])
+    x.add_argument("--out", type=Path, required=True)
+    x.add_argument("--link", default="copy", choices=["copy", "symlink", "hardlink"],
+                   help="for --format folders: copy the images or link them")
+
+    d = sub.add_parser("demo", help="run the whole pipeline offline on the embedded demo")
+    d.add_argument("--out", type=Path, help="folder for the demo run (default: a temp folder)")
+    d.add_argument("--epochs", type=int, help="override the demo's number of epochs")
+    d.add_argument("--quiet", action="store_true")
+
+    m = sub.add_parser("models", help="list open_clip pretrained ViTs and what is cached")
+    m.add_argument("--cached", action="store_true", help="only models already downloaded")
+
+    sub.add_parser("devices", help="list the devices training can use")
+    return p
+
+
+# ---- progress ----------------------------------------------------------------------------
+class Progress:
+    """A terminal progress bar for engine events (plain lines when not on a terminal)."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        self.download = None
+
+    def __call__(self, event) -> None:
+        from must_engine import events as ev
+
+        if self.quiet:
+            return
+        if isinstance(event, ev.Status):
+            self._write(event.message)
+        elif isinstance(event, ev.DownloadProgress):
+            self._download(event)
+        elif isinstance(event, ev.RunStarted):
+            self._close()
+            self._write(f"Training on {event.num_images} images, {len(event.class_names)} "
+                        f"classes, {event.epochs} epochs on {event.device}")
+            total = event.epochs * event.steps_per_epoch
+            if self.tty:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, initial=event.start_step, unit="step",
+                                dynamic_ncols=True, file=sys.stderr)
+        elif isinstance(event, ev.StepMetrics):
+            if self.bar is not None:
+                self.bar.set_postfix_str(
+                    f"ep {event.epoch + 1} loss {event.loss_total:.3f} conf "
+                    f"{event.confident_fraction:.0%} {event.images_per_second:.1f} img/s",
+                    refresh=False)
+                self.bar.update(1)
+            elif (event.step + 1) % max(1, event.steps_per_epoch) == 0:
+                self._write(f"step {event.step + 1}/{event.total_steps} loss "
+                            f"{event.loss_total:.4f} confident {event.confident_fraction:.0%} "
+                            f"{event.images_per_second:.1f} img/s")
+        elif isinstance(event, ev.EpochSummary):
+            self._write(f"epoch {event.epoch + 1}/{event.epochs}: mean teacher confidence "
+                        f"{event.mean_confidence:.3f}, above threshold "
+                        f"{event.confident_fraction:.0%}")
+        elif isinstance(event, ev.RunFinished):
+            self._close()
+            word = "Stopped" if event.stopped else "Finished"
+            self._write(f"{word} at step {event.step}/{event.total_steps} in "
+                        f"{event.seconds:.1f} s")
+        elif isinstance(event, ev.PredictionProgress):
+            if self.tty:
+                if self.bar is None:
+                    from tqdm import tqdm
+
+                    self.bar = tqdm(total=event.total, unit="img", file=sys.stderr)
+                self.bar.n = event.done
+                self.bar.refresh()
+                if event.done >= event.total:
+                    self._close()
+
+    def _download(self, event) -> None:
+        if not self.tty:
+            if event.total_bytes and event.done_bytes >= event.total_bytes:
+                self._write(f"Downloaded {event.what} ({event.total_bytes / 1e6:.0f} MB)")
+            return
+        from tqdm import tqdm
+
+        if self.download is None or self.download.desc != event.what:
+            if self.download is not None:
+                self.download.close()
+            self.download = tqdm(total=event.total_bytes or None, unit="B", unit_scale=True,
+                                 desc=event.what, file=sys.stderr)
+        self.download.n = event.done_bytes
+        self.download.refresh()
+        if event.total_bytes and event.done_bytes >= event.total_bytes:
+            self.download.close()
+            self.download = None
+
+    def _write(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ---- commands ----------------------------------------------------------------------------
+def _class_names(args) -> list[str]:
+    from must_engine.classes import check_class_names, parse_class_names, read_class_file
+
+    if args.classes_file is not None:
+        names = read_class_file(args.classes_file)
+    elif args.classes:
+        names = parse_class_names(args.classes)
+    else:
+        raise CliError("Give the class names with --classes \"a,b,c\" or --classes-file FILE.")
+    return check_class_names(names)
+
+
+def _templates(args) -> list[str]:
+    from must_engine.classes import check_templates, template_sets
+
+    if args.templates_file is not None:
+        if not args.templates_file.is_file():
+            raise CliError(f"Templates file {args.templates_file} was not found.")
+        lines = args.templates_file.read_text(encoding="utf-8").splitlines()
+        return check_templates(lines)
+    if args.template_set:
+        sets = template_sets()
+        if args.template_set not in sets:
+            raise CliError(f"Unknown template set '{args.template_set}'; choose one of "
+                           f"{', '.join(sets)}.")
+        return sets[args.template_set]
+    return []
+
+
+def _run_training(job, out: Path, *, resume: bool, quiet: bool) -> None:
+    from must_engine.training.control import TrainControl
+    from must_engine.training.trainer import train
+
+    control = TrainControl()
+    progress = Progress(quiet)
+
+    def on_sigint(signum, frame):
+        if control.stop_requested:
+            raise KeyboardInterrupt
+        progress._write("Stopping after this step and keeping a checkpoint (Ctrl-C again to "
+                        "abort at once)...")
+        control.stop()
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: no signal handling
+        previous = None
+    try:
+        for event in train(job, out, control=control, resume=resume, on_event=progress):
+            progress(event)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if control.stop_requested:
+        progress._write(f"Resume with: must train {job.images} --out {out} --resume")
+
+
+def _precheck(images: Path, spec) -> None:
+    """Cheap checks before any work starts, so bad input fails with one line at once."""
+    import os
+
+    from must_engine.images import has_image_suffix
+    from must_engine.models.source import check_is_vit, read_model_config
+
+    check_is_vit(read_model_config(spec), spec.label)
+    for _dirpath, _dirs, files in os.walk(images):
+        if any(has_image_suffix(f) for f in files):
+            return
+    raise CliError(f"No readable images in {images} (looked for jpg, png, webp, bmp, tiff, gif, "
+                   "in subfolders too).")
+
+
+def cmd_train(args) -> int:
+    from must_engine.models.source import ModelSpec
+    from must_engine.runs import TrainJob, open_run
+
+    out = args.out
+    if args.resume:
+        if out is None:
+            raise CliError("--resume needs --out RUN, the folder of the run to continue.")
+        run = open_run(out)
+        job = TrainJob(run.images_root, run.class_names, run.model_spec, run.templates)
+        _run_training(job, out, resume=True, quiet=args.quiet)
+        print(out)
+        return 0
+    if not args.images.is_dir():
+        raise CliError(f"Image folder {args.images} was not found; check the path.")
+    names = _class_names(args)
+    if not args.model:
+        raise CliError("Name a model with --model (e.g. --model ViT-B-32 --pretrained "
+                       "laion2b_s34b_b79k), or a local model folder.")
+    spec = ModelSpec.parse(args.model, args.pretrained)
+    _precheck(args.images, spec)
+    if out is None:
+        out = Path(f"must-run-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+    if (out / "run.json").exists():
+        raise CliError(f"{out} already holds a run; add --resume to continue it, or choose "
+                       "another --out.")
+    job = TrainJob(args.images, names, spec, _templates(args), overrides=_overrides(args))
+    _run_training(job, out, resume=False, quiet=args.quiet)
+    print(out)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from must_engine.predict import predict_run
+
+    if not args.images.is_dir():
+        raise CliError(f"Image folder {args.images} was not found; check the path.")
+    preds = predict_run(args.run, args.images, device=args.device, batch_size=args.batch_size,
+                        on_event=Progress(args.quiet))
+    if preds.probs is None:
+        print(f"note: {args.run} has not finished training; the label columns hold the "
+              "zero-shot predictions.", file=sys.stderr)
+    preds.write_csv(args.out)
+    for s in preds.failed:
+        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
+    print(f"Wrote {len(preds)} predictions to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from must_engine.evaluate import evaluate_csv
+
+    result = evaluate_csv(args.predictions, args.images)
+    print(result.table())
+    return 0
+
+
+def cmd_export(args) -> int:
+    from must_engine.export import export_run
+
+    result = export_run(args.run, args.format, args.out, link=args.link,
+                        on_event=Progress(False))
+    for check in result.checks:
+        print(f"{check.format}: max abs difference {check.max_abs_diff:.2e} "
+              f"(tolerance {check.tolerance:.0e}) on {check.samples} images: "
+              f"{'ok' if check.passed else 'FAILED'}", file=sys.stderr)
+    print(result.path)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from must_engine.demo import run_demo
+
+    report = run_demo(args.out, epochs=args.epochs, on_event=Progress(args.quiet))
+    print(report.summary())
+    return 0
+
+
+def cmd_models(args) -> int:
+    from must_engine.models.catalog import cache_location, pretrained_vits
+
+    entries = [e for e in pretrained_vits() if e.cached or not args.cached]
+    width = max((len(e.model) for e in entries), default=5)
+    tag_w = max((len(e.pretrained) for e in entries), default=3)
+    print(f"{'model':<{width}}  {'pretrained':<{tag_w}}  {'params':>7}  {'download':>9}  cached")
+    for e in entries:
+        cached = f"yes ({e.cached_bytes / 1e6:.0f} MB)" if e.cached else "no"
+        print(f"{e.model:<{width}}  {e.pretrained:<{tag_w}}  {e.params_millions:>6.0f}M  "
+              f"{e.download_bytes / 1e9:>7.2f}GB  {cached}")
+    print(f"\nCache: {cache_location()} (set HF_HOME to move it; HF_HUB_OFFLINE=1 to stay "
+          "offline)")
+    return 0
+
+
+def cmd_devices(args) -> int:
+    from must_engine.devices import list_devices
+
+    for d in list_devices():
+        print(f"{d.choice:<8} {d.label}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval, "export": cmd_export,
+            "demo": cmd_demo, "models": cmd_models, "devices": cmd_devices}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    from must_engine.classes import ClassNameError
+    from must_engine.devices import DeviceNotAvailableError
+    from must_engine.models.source import ModelError
+    from must_engine.runs import RunError
+
+    user_errors = (CliError, ClassNameError, ModelError, RunError, DeviceNotAvailableError,
+                   FileNotFoundError, NotADirectoryError, ValueError)
+    try:
+        return COMMANDS[args.command](args)
+    except user_errors as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"must {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"must {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything else: one line, and the detail for a bug report
+        from must_engine.training.trainer import TrainingError
+
+        if isinstance(exc, TrainingError):
+            print(f"must {args.command}: error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        import traceback
+
+        traceback.print_exc()
+        print(f"must {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""`must train` -> `must predict` -> `must eval`, end to end, and the CLI's error lines."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from must_engine.cli import main
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_predict_eval_end_to_end(tmp_path, tiny_model_dir, image_folder, class_names,
+                                       capsys):
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", image_folder, "--classes", ",".join(class_names),
+                              "--model", tiny_model_dir, "--out", run, "--epochs", 2,
+                              "--batch-size", 8, "--seed", 1, "--quiet"], capsys)
+    assert code == 0, err
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished"
+    assert info["settings"]["epochs"] == 2 and info["settings"]["seed"] == 1
+    assert (run / "model.safetensors").is_file()
+    assert not (run / "checkpoint.pt").exists()  # a finished run drops its resume state
+
+    preds = tmp_path / "predictions.csv"
+    code, out, err = run_cli(["predict", run, image_folder, "--out", preds, "--quiet"], capsys)
+    assert code == 0, err
+    with preds.open() as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = reader.fieldnames
+    assert columns[:5] == ["path", "label", "confidence", "zero_shot_label",
+                           "zero_shot_confidence"]
+    assert columns[5:] == [f"p_{n}" for n in class_names]
+    assert len(rows) == 24
+    assert all(r["label"] in class_names and r["zero_shot_label"] in class_names for r in rows)
+    assert rows[0]["path"].split("/")[0] in class_names  # relative to IMAGES
+    for r in rows:
+        probs = [float(r[f"p_{n}"]) for n in class_names]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+        assert float(r["confidence"]) == pytest.approx(max(probs), abs=1e-5)
+
+    code, out, err = run_cli(["eval", preds, image_folder], capsys)
+    assert code == 0, err
+    assert "overall" in out and "zero-shot" in out and "adapted" in out
+    for name in class_names:
+        assert name in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "{missing}", "--classes", "a,b", "--model", "{model}"], "was not found"),
+    (["train", "{images}", "--classes", "cat", "--model", "{model}"], "at least two class"),
+    (["train", "{images}", "--classes", "cat,Cat", "--model", "{model}"], "given twice"),
+    (["train", "{images}", "--classes", "cat,dog", "--model", "ViT-Nope-1"], "Unknown model"),
+    (["train", "{images}", "--classes", "cat,dog", "--model", "RN50", "--pretrained", "openai"],
+     "ResNet"),
+    (["train", "{empty}", "--classes", "cat,dog", "--model", "{model}"], "No readable images"),
+    (["train", "{images}", "--classes", "cat,dog"], "--model"),
+    (["predict", "{missing}", "{images}"], "not found"),
+    (["eval", "{missing}", "{images}"], "not found"),
+])
+def test_bad_input_gives_one_clear_line(args, message, tmp_path, tiny_model_dir, image_folder,
+                                        capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    subs = {"{missing}": tmp_path / "nope", "{images}": image_folder, "{model}": tiny_model_dir,
+            "{empty}": empty}
+    argv = [str(subs.get(a, a)) for a in args]
+    code, out, err = run_cli(argv + ["--out", tmp_path / "run"] if args[0] == "train" else argv,
+                             capsys)
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1, err
+    assert message in lines[0]
+
+
+def test_resume_continues_a_stopped_run(tmp_path, tiny_model_dir, image_folder, class_names,
+                                        capsys):
+    from must_engine.events import StepMetrics
+    from must_engine.models.source import ModelSpec
+    from must_engine.runs import TrainJob
+    from must_engine.training.control import TrainControl
+    from must_engine.training.trainer import train
+
+    run = tmp_path / "run"
+    control = TrainControl()
+    job = TrainJob(image_folder, class_names, ModelSpec.parse(str(tiny_model_dir)),
+                   overrides={"epochs": 2, "batch_size": 8})
+    for event in train(job, run, control=control):
+        if isinstance(event, StepMetrics) and event.step == 1:
+            control.stop()
+    assert json.loads((run / "run.json").read_text())["status"] == "stopped"
+    assert (run / "checkpoint.pt").is_file()
+    code, out, err = run_cli(["train", image_folder, "--out", run, "--resume", "--quiet"],
+                             capsys)
+    assert code == 0, err
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
