@@ -169,16 +169,15 @@ class Progress:
             word = "Stopped" if event.stopped else "Finished"
             self._write(f"{word} at step {event.step}/{event.total_steps} in "
                         f"{event.seconds:.1f} s")
-        elif isinstance(event, ev.PredictionProgress):
-            if self.tty:
-                if self.bar is None:
-                    from tqdm import tqdm
+        elif isinstance(event, ev.PredictionProgress) and self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
 
-                    self.bar = tqdm(total=event.total, unit="img", file=sys.stderr)
-                self.bar.n = event.done
-                self.bar.refresh()
-                if event.done >= event.total:
-                    self._close()
+                self.bar = tqdm(total=event.total, unit="img", file=sys.stderr)
+            self.bar.n = event.done
+            self.bar.refresh()
+            if event.done >= event.total:
+                self._close()
 
     def _download(self, event) -> None:
         if not self.tty:

@@ -6,7 +6,6 @@ Settings are saved with each run (``run.json``) so a run describes itself.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -133,7 +132,8 @@ class Preset:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def published_steps(self) -> int:
-        return math.ceil(self.dataset_size / self.published_batch) * self.values["epochs"]
+        # drop_last, as the reference loader does
+        return max(1, self.dataset_size // self.published_batch) * self.values["epochs"]
 
 
 def _row(mask_patch, ratio, w_align, w_fair, thr, lr, epochs, ema_init, warm_it):

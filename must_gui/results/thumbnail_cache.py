@@ -1,0 +1,351 @@
+"""Thumbnails for the results grid: decoded off the GUI thread, newest request first.
+
+- Workers (a small private ``QThreadPool``) decode with `must_engine.images.load_thumbnail`
+  (JPEG draft decoding, EXIF orientation) into a ``QImage``; only the GUI thread turns it into
+  a ``QPixmap`` (pixmaps are not thread-safe).
+- The queue is LIFO: the rows just painted are what the user is looking at, so they render
+  first; it is bounded, and the oldest requests (rows scrolled past) are dropped.
+- A generation number is bumped for a new folder or thumbnail size; work finished for an old
+  generation is thrown away.
+- An optional disk cache keyed by path, mtime, size and thumbnail size makes a second visit
+  to a folder of large photos cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal
+from PySide6.QtGui import QImage, QPixmap
+
+from must_engine.images import ImageLoadError, load_thumbnail
+
+CACHE_ENV = "MUST_STUDIO_CACHE_DIR"
+APP_NAME = "MUST Studio"
+
+
+def default_cache_dir() -> Path:
+    """Where disk thumbnails go: $MUST_STUDIO_CACHE_DIR/thumbnails, else the user cache dir."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env) / "thumbnails"
+    import appdirs
+
+    return Path(appdirs.user_cache_dir(APP_NAME)) / "thumbnails"
+
+
+def default_workers() -> int:
+    # Pillow releases the GIL while decoding, but the GUI thread needs a core too.
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+class _Jobs:
+    """The request queue shared by the GUI thread and the workers (all under one lock)."""
+
+    def __init__(self, max_pending: int, max_workers: int) -> None:
+        self.lock = threading.Lock()
+        self.pending: OrderedDict[str, None] = OrderedDict()  # newest last
+        self.inflight: set[str] = set()
+        self.generation = 0
+        self.size = 0
+        self.max_pending = max_pending
+        self.max_workers = max_workers
+        self.active = 0
+        self.stopped = False
+
+    def push(self, path: str, *, low_priority: bool = False) -> bool:
+        """Queue a path; True when a new worker should be started."""
+        with self.lock:
+            if self.stopped or path in self.inflight:
+                return False
+            if path in self.pending:
+                if not low_priority:
+                    self.pending.move_to_end(path)
+            else:
+                self.pending[path] = None
+                if low_priority:
+                    self.pending.move_to_end(path, last=False)
+                while len(self.pending) > self.max_pending:
+                    self.pending.popitem(last=False)  # the oldest: long scrolled out of view
+            if self.active < self.max_workers and self.pending:
+                self.active += 1
+                return True
+            return False
+
+    def pop(self) -> tuple[int, int, str] | None:
+        """The newest request, or None (and this worker counts as finished)."""
+        with self.lock:
+            if self.stopped or not self.pending:
+                self.active -= 1
+                return None
+            path, _ = self.pending.popitem(last=True)
+            self.inflight.add(path)
+            return self.generation, self.size, path
+
+    def done(self, path: str) -> None:
+        with self.lock:
+            self.inflight.discard(path)
+
+    def reset(self, size: int) -> None:
+        with self.lock:
+            self.generation += 1
+            self.size = size
+            self.pending.clear()
+            self.inflight.clear()
+
+
+class _Bridge(QObject):
+    """Carries results from the workers to the GUI thread (queued: it lives there).
+
+    Kept separate from the cache and referenced by every worker, so a worker finishing
+    after the cache is gone emits into a live object instead of a deleted one."""
+
+    delivered = Signal(int, str, QImage, bool)  # generation, path, image, ok
+
+
+class _Worker(QRunnable):
+    def __init__(self, jobs: _Jobs, bridge: _Bridge, disk: _DiskCache | None) -> None:
+        super().__init__()
+        self.setAutoDelete(True)
+        self._jobs, self._bridge, self._disk = jobs, bridge, disk
+
+    def run(self) -> None:
+        while True:
+            job = self._jobs.pop()
+            if job is None:
+                return
+            generation, size, path = job
+            if generation != self._jobs.generation:
+                self._jobs.done(path)
+                continue
+            image = make_thumbnail(path, size, self._disk)
+            self._bridge.delivered.emit(generation, path, image if image is not None else QImage(),
+                                        image is not None)
+
+
+def make_thumbnail(path: str, size: int, disk: _DiskCache | None = None) -> QImage | None:
+    """A QImage whose longer side is at most ``size`` pixels, or None if the file cannot be
+    read. Safe to call from any thread."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = disk.key(path, st, size) if disk is not None and disk.wants(st) else None
+    if key is not None:
+        cached = disk.read(key)  # type: ignore[union-attr]
+        if cached is not None:
+            return cached
+    try:
+        pil = load_thumbnail(path, size)
+    except (ImageLoadError, OSError, ValueError):
+        return None
+    if key is not None:
+        disk.write(key, pil)  # type: ignore[union-attr]
+    return pil_to_qimage(pil)
+
+
+def pil_to_qimage(pil) -> QImage:
+    """An RGB PIL image as a QImage that owns its pixels."""
+    rgb = pil if pil.mode == "RGB" else pil.convert("RGB")
+    w, h = rgb.size
+    data = rgb.tobytes("raw", "RGB")
+    # .copy(): the QImage must not keep pointing into a Python bytes object.
+    return QImage(data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+class _DiskCache:
+    """JPEG thumbnails in a folder, named by a hash of path, mtime, size and thumbnail size."""
+
+    def __init__(self, folder: Path, min_bytes: int) -> None:
+        self.folder = Path(folder)
+        self.min_bytes = min_bytes
+
+    def wants(self, st: os.stat_result) -> bool:
+        # Decoding a small file is as cheap as reading a cached thumbnail.
+        return st.st_size >= self.min_bytes
+
+    @staticmethod
+    def key(path: str, st: os.stat_result, size: int) -> str:
+        text = f"{os.path.abspath(path)}\0{st.st_mtime_ns}\0{st.st_size}\0{size}"
+        return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def file(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.jpg"
+
+    def read(self, key: str) -> QImage | None:
+        f = self.file(key)
+        if not f.is_file():
+            return None
+        image = QImage()
+        return image if image.load(str(f)) and not image.isNull() else None
+
+    def write(self, key: str, pil) -> None:
+        f = self.file(key)
+        tmp = f.with_name(f"{f.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            pil.save(tmp, "JPEG", quality=88)
+            os.replace(tmp, f)
+        except OSError:
+            # A full or read-only cache folder only costs speed, never the thumbnail.
+            tmp.unlink(missing_ok=True)
+
+
+class ThumbnailCache(QObject):
+    """An LRU of QPixmaps keyed by absolute path, filled by background workers.
+
+    Use from the GUI thread only. `pixmap(path)` answers at once: the pixmap, None while it
+    is being made (and queues it), or a null QPixmap when the file cannot be read.
+    `thumbnailsReady(paths)` says which ones just arrived.
+    """
+
+    thumbnailsReady = Signal(list)
+
+    def __init__(self, thumb_size: int = 160, *, capacity: int = 600,
+                 workers: int | None = None, max_pending: int = 256,
+                 disk_cache: bool | str | Path = True, disk_min_bytes: int = 48 * 1024,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._capacity = max(1, capacity)
+        self._pixmaps: OrderedDict[str, QPixmap] = OrderedDict()
+        self._failed: set[str] = set()
+        self._arrived: list[tuple[str, QImage, bool]] = []
+        n_workers = workers or default_workers()
+        self._jobs = _Jobs(max_pending, n_workers)
+        self._jobs.size = int(thumb_size)
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(n_workers)
+        self._bridge = _Bridge()
+        self._bridge.delivered.connect(self._on_delivered)
+        if disk_cache is True:
+            self._disk: _DiskCache | None = _DiskCache(default_cache_dir(), disk_min_bytes)
+        elif disk_cache:
+            self._disk = _DiskCache(Path(disk_cache), disk_min_bytes)  # type: ignore[arg-type]
+        else:
+            self._disk = None
+        # Converting to QPixmap is batched: one repaint per batch, not per thumbnail.
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.setInterval(15)
+        self._flush_timer.timeout.connect(self._flush)
+        self._dpr = 1.0
+        self.requests = 0  # counters for tests and the benchmark
+        self.delivered = 0
+
+    # --- settings ------------------------------------------------------------------------
+
+    @property
+    def thumb_size(self) -> int:
+        return self._jobs.size
+
+    @property
+    def generation(self) -> int:
+        return self._jobs.generation
+
+    @property
+    def disk_folder(self) -> Path | None:
+        return self._disk.folder if self._disk is not None else None
+
+    def set_thumb_size(self, size: int, device_pixel_ratio: float = 1.0) -> None:
+        """Pixels of the longer side (device pixels); changing it drops every thumbnail."""
+        self._dpr = float(device_pixel_ratio)
+        if int(size) != self._jobs.size:
+            self.clear(int(size))
+
+    def set_capacity(self, capacity: int) -> None:
+        self._capacity = max(1, int(capacity))
+        self._trim()
+
+    def set_max_pending(self, n: int) -> None:
+        with self._jobs.lock:
+            self._jobs.max_pending = max(1, int(n))
+
+    def clear(self, size: int | None = None) -> None:
+        """Forget everything (a new folder): work already under way is dropped on arrival."""
+        self._jobs.reset(self._jobs.size if size is None else int(size))
+        self._pixmaps.clear()
+        self._failed.clear()
+        self._arrived.clear()
+
+    # --- lookups -------------------------------------------------------------------------
+
+    def pixmap(self, path: str) -> QPixmap | None:
+        pm = self._pixmaps.get(path)
+        if pm is not None:
+            self._pixmaps.move_to_end(path)
+            return pm
+        if path in self._failed:
+            return QPixmap()
+        self.request(path)
+        return None
+
+    def peek(self, path: str) -> QPixmap | None:
+        """Like `pixmap` but never queues anything."""
+        pm = self._pixmaps.get(path)
+        if pm is None and path in self._failed:
+            return QPixmap()
+        return pm
+
+    def request(self, path: str, *, low_priority: bool = False) -> None:
+        if path in self._pixmaps or path in self._failed:
+            return
+        self.requests += 1
+        if self._jobs.push(path, low_priority=low_priority):
+            self._pool.start(_Worker(self._jobs, self._bridge, self._disk))
+
+    def pending_count(self) -> int:
+        with self._jobs.lock:
+            return len(self._jobs.pending) + len(self._jobs.inflight)
+
+    def __len__(self) -> int:
+        return len(self._pixmaps)
+
+    def __contains__(self, path: str) -> bool:
+        return path in self._pixmaps
+
+    # --- arrivals (GUI thread) -----------------------------------------------------------
+
+    def _on_delivered(self, generation: int, path: str, image: QImage, ok: bool) -> None:
+        if generation != self._jobs.generation:
+            return  # made for an old folder or size
+        self._jobs.done(path)
+        self._arrived.append((path, image, ok))
+        if not self._flush_timer.isActive():
+            self._flush_timer.start()
+
+    def _flush(self) -> None:
+        batch, self._arrived = self._arrived, []
+        paths = []
+        for path, image, ok in batch:
+            if ok:
+                pm = QPixmap.fromImage(image)
+                pm.setDevicePixelRatio(self._dpr)
+                self._pixmaps[path] = pm
+            else:
+                self._failed.add(path)
+            paths.append(path)
+        self.delivered += len(paths)
+        self._trim()
+        if paths:
+            self.thumbnailsReady.emit(paths)
+
+    def _trim(self) -> None:
+        while len(self._pixmaps) > self._capacity:
+            self._pixmaps.popitem(last=False)
+
+    # --- shutdown ------------------------------------------------------------------------
+
+    def shutdown(self, wait_ms: int = 2000) -> bool:
+        """Stop the workers (drops queued requests); True when they all finished."""
+        with self._jobs.lock:
+            self._jobs.stopped = True
+            self._jobs.pending.clear()
+        return self._pool.waitForDone(wait_ms)
+
+    def wait_idle(self, wait_ms: int = 5000) -> bool:
+        """For tests: wait until the queue has drained (arrivals still need the event loop)."""
+        return self._pool.waitForDone(wait_ms)
