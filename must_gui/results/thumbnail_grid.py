@@ -1,0 +1,375 @@
+"""The thumbnail grid: one QListView in icon mode and one painting delegate.
+
+No widget per thumbnail: the delegate paints every cell, and it asks the model for a
+thumbnail only while painting, so only the rows on screen are ever requested.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import (
+    QEvent,
+    QModelIndex,
+    QPoint,
+    QPointF,
+    QRect,
+    QRectF,
+    QSize,
+    Qt,
+    QTimer,
+    Signal,
+)
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontMetrics,
+    QHelpEvent,
+    QKeyEvent,
+    QPainter,
+    QPainterPath,
+    QPalette,
+    QPen,
+    QPixmap,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QListView,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QToolTip,
+    QWidget,
+)
+
+from must_gui.results.prediction_model import Roles
+from must_gui.results.thumbnail_cache import ThumbnailCache
+
+MIN_THUMB, MAX_THUMB, DEFAULT_THUMB = 80, 320, 148
+CHANGED_COLOUR = QColor("#e8772e")
+
+
+def confidence_colour(conf: float) -> QColor:
+    """Green when sure, amber when unsure, red when the model is guessing."""
+    if conf >= 0.8:
+        return QColor("#3f9e5b")
+    if conf >= 0.5:
+        return QColor("#d39b1f")
+    return QColor("#cc4b3c")
+
+
+class ThumbnailDelegate(QStyledItemDelegate):
+    """Paints a cell: thumbnail (or a placeholder), a confidence bar, label and percentage,
+    and an orange corner badge when the label changed since zero-shot."""
+
+    PAD = 6
+    BAR_H = 4
+
+    def __init__(self, thumb_size: int = DEFAULT_THUMB, parent=None) -> None:
+        super().__init__(parent)
+        self._thumb = thumb_size
+        self._small = QFont()
+        self._small.setPointSizeF(max(7.0, self._small.pointSizeF() * 0.85))
+        self._bold = QFont()
+        self._bold.setBold(True)
+
+    @property
+    def thumb_size(self) -> int:
+        return self._thumb
+
+    def set_thumb_size(self, px: int) -> None:
+        self._thumb = int(px)
+
+    def cell_size(self) -> QSize:
+        line = QFontMetrics(self._bold).height()
+        return QSize(self._thumb + 2 * self.PAD,
+                     self.PAD + self._thumb + 5 + self.BAR_H + 3 + line + self.PAD)
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
+        return self.cell_size()
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        pal = option.palette
+        rect = QRect(option.rect)
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        hovered = bool(option.state & QStyle.StateFlag.State_MouseOver)
+        cell = QRectF(rect).adjusted(1.5, 1.5, -1.5, -1.5)
+        if selected:
+            hl = QColor(pal.color(QPalette.ColorRole.Highlight))
+            fill = QColor(hl)
+            fill.setAlpha(60)
+            painter.setPen(QPen(hl, 2))
+            painter.setBrush(fill)
+            painter.drawRoundedRect(cell, 6, 6)
+        elif hovered:
+            fill = QColor(pal.color(QPalette.ColorRole.Text))
+            fill.setAlpha(18)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(fill)
+            painter.drawRoundedRect(cell, 6, 6)
+
+        t = self._thumb
+        box = QRect(rect.x() + self.PAD, rect.y() + self.PAD, t, t)
+        self._paint_thumbnail(painter, box, index.data(Roles.THUMBNAIL), pal)
+        if index.data(Roles.CHANGED):
+            self._paint_changed_badge(painter, box)
+
+        conf = float(index.data(Roles.CONFIDENCE) or 0.0)
+        bar = QRectF(box.x(), box.bottom() + 6, t, self.BAR_H)
+        track = QColor(pal.color(QPalette.ColorRole.Text))
+        track.setAlpha(35)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(track)
+        painter.drawRoundedRect(bar, 2, 2)
+        painter.setBrush(confidence_colour(conf))
+        painter.drawRoundedRect(QRectF(bar.x(), bar.y(), max(2.0, bar.width() * conf),
+                                       bar.height()), 2, 2)
+
+        text_top = int(bar.bottom()) + 3
+        text_rect = QRect(box.x(), text_top, t, rect.bottom() - text_top - self.PAD + 2)
+        pct = f"{conf:.0%}"
+        painter.setFont(self._small)
+        pct_w = QFontMetrics(self._small).horizontalAdvance(pct) + 2
+        text_colour = pal.color(QPalette.ColorRole.Text)
+        dim = QColor(text_colour)
+        dim.setAlpha(170)
+        painter.setPen(dim)
+        painter.drawText(text_rect, int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
+                         pct)
+        painter.setFont(self._bold)
+        painter.setPen(text_colour)
+        name = str(index.data(Roles.LABEL_NAME) or "")
+        name_rect = text_rect.adjusted(0, 0, -pct_w - 4, 0)
+        elided = QFontMetrics(self._bold).elidedText(name, Qt.TextElideMode.ElideRight,
+                                                     name_rect.width())
+        painter.drawText(name_rect, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+                         elided)
+        painter.restore()
+
+    def _paint_thumbnail(self, painter: QPainter, box: QRect, pm: QPixmap | None,
+                         pal: QPalette) -> None:
+        if pm is not None and not pm.isNull():
+            size = pm.deviceIndependentSize()
+            w, h = size.width(), size.height()
+            scale = min(box.width() / max(w, 1), box.height() / max(h, 1), 1.0)
+            w, h = w * scale, h * scale
+            target = QRectF(box.x() + (box.width() - w) / 2, box.y() + (box.height() - h) / 2,
+                            w, h)
+            if scale < 1.0:
+                painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+            # Clip to rounded corners so thumbnails match the cell's shape.
+            clip = QPainterPath()
+            clip.addRoundedRect(target, 4, 4)
+            painter.save()
+            painter.setClipPath(clip)
+            painter.drawPixmap(target, pm, QRectF(pm.rect()))
+            painter.restore()
+            return
+        # Placeholder while loading (None) or when the file could not be read (null pixmap).
+        base = QColor(pal.color(QPalette.ColorRole.Text))
+        base.setAlpha(22)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(base)
+        inner = QRectF(box).adjusted(box.width() * 0.06, box.height() * 0.06,
+                                     -box.width() * 0.06, -box.height() * 0.06)
+        painter.drawRoundedRect(inner, 6, 6)
+        ink = QColor(pal.color(QPalette.ColorRole.Text))
+        ink.setAlpha(110)
+        painter.setPen(ink)
+        painter.setFont(self._small)
+        text = "Loading…" if pm is None else "Cannot open"
+        painter.drawText(inner, int(Qt.AlignmentFlag.AlignCenter), text)
+
+    def _paint_changed_badge(self, painter: QPainter, box: QRect) -> None:
+        """An orange disc with a "≠" drawn as lines (no font needed): the label differs
+        from the zero-shot one."""
+        r = max(7.0, self._thumb * 0.07)
+        cx, cy = box.right() - r - 3, box.top() + r + 3
+        painter.setPen(QPen(QColor(255, 255, 255, 230), 1.5))
+        painter.setBrush(CHANGED_COLOUR)
+        painter.drawEllipse(QPointF(cx, cy), r, r)
+        pen = QPen(QColor("white"), max(1.3, r * 0.2))
+        pen.setCapStyle(Qt.PenCapStyle.RoundCap)
+        painter.setPen(pen)
+        a, gap = r * 0.48, r * 0.24
+        painter.drawLine(QPointF(cx - a, cy - gap), QPointF(cx + a, cy - gap))
+        painter.drawLine(QPointF(cx - a, cy + gap), QPointF(cx + a, cy + gap))
+        painter.drawLine(QPointF(cx - a * 0.45, cy + a), QPointF(cx + a * 0.45, cy - a))
+
+    def helpEvent(self, event: QHelpEvent, view: QAbstractItemView,
+                  option: QStyleOptionViewItem, index: QModelIndex) -> bool:
+        if event.type() == QEvent.Type.ToolTip and index.isValid():
+            QToolTip.showText(event.globalPos(), str(index.data(Qt.ItemDataRole.ToolTipRole)),
+                              view)
+            return True
+        return super().helpEvent(event, view, option, index)
+
+
+class ThumbnailGrid(QListView):
+    """Icon-mode list of thumbnails. Enter or a double-click emits `openRequested`; Ctrl+wheel
+    (or `set_thumb_size`) zooms."""
+
+    openRequested = Signal(QModelIndex)
+    thumbSizeChanged = Signal(int)
+
+    def __init__(self, cache: ThumbnailCache, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._cache = cache
+        self._delegate = ThumbnailDelegate(DEFAULT_THUMB, self)
+        self.setItemDelegate(self._delegate)
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setMovement(QListView.Movement.Static)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setFlow(QListView.Flow.LeftToRight)
+        self.setWrapping(True)
+        self.setUniformItemSizes(True)
+        self.setLayoutMode(QListView.LayoutMode.Batched)
+        self.setBatchSize(2000)
+        self.setSpacing(4)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setSelectionRectVisible(False)
+        self.setDragEnabled(False)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.setMouseTracking(True)  # hover highlight
+        self.setUniformItemSizes(True)
+        self.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.setWordWrap(False)
+        self.doubleClicked.connect(self.openRequested)
+        self._apply_thumb_size(DEFAULT_THUMB)
+        # After scrolling stops, fetch a screenful below and above at low priority.
+        self._prefetch_timer = QTimer(self)
+        self._prefetch_timer.setSingleShot(True)
+        self._prefetch_timer.setInterval(120)
+        self._prefetch_timer.timeout.connect(self._prefetch)
+        self.verticalScrollBar().valueChanged.connect(lambda _v: self._prefetch_timer.start())
+
+    # --- size ----------------------------------------------------------------------------
+
+    @property
+    def thumb_size(self) -> int:
+        return self._delegate.thumb_size
+
+    def set_thumb_size(self, px: int) -> None:
+        px = max(MIN_THUMB, min(MAX_THUMB, int(px)))
+        if px != self._delegate.thumb_size:
+            self._apply_thumb_size(px)
+            self.thumbSizeChanged.emit(px)
+
+    def _apply_thumb_size(self, px: int) -> None:
+        self._delegate.set_thumb_size(px)
+        self._cache.set_thumb_size(round(px * self.devicePixelRatioF()), self.devicePixelRatioF())
+        cell = self._delegate.cell_size()
+        self.setGridSize(QSize(cell.width() + 2 * self.spacing(), cell.height() + 2 * self.spacing()))
+        self.verticalScrollBar().setSingleStep(max(20, cell.height() // 3))
+        self._size_cache()
+        self.scheduleDelayedItemsLayout()
+        self.viewport().update()
+
+    def _size_cache(self) -> None:
+        # Enough pixmaps for a few screens, so scrolling back is instant; the queue only
+        # needs to hold about two screens of requests.
+        n = self.cells_per_screen()
+        self._cache.set_capacity(max(300, 5 * n))
+        self._cache.set_max_pending(max(64, 2 * n))
+
+    def cells_per_screen(self) -> int:
+        g = self.gridSize()
+        vp = self.viewport().size()
+        cols = max(1, vp.width() // max(1, g.width()))
+        rows = max(1, -(-vp.height() // max(1, g.height())))
+        return cols * (rows + 1)
+
+    # --- what is on screen ---------------------------------------------------------------
+
+    def visible_rows(self) -> range:
+        """Model rows whose cells intersect the viewport (by the uniform grid geometry)."""
+        model = self.model()
+        if model is None or model.rowCount() == 0:
+            return range(0)
+        first = self._row_near(QPoint(2, 2), forward=True)
+        vp = self.viewport().rect()
+        last = self._row_near(QPoint(vp.width() - 2, vp.height() - 2), forward=False)
+        if first < 0:
+            return range(0)
+        if last < 0:
+            last = model.rowCount() - 1
+        return range(first, last + 1)
+
+    def _row_near(self, p: QPoint, *, forward: bool) -> int:
+        idx = self.indexAt(p)
+        if idx.isValid():
+            return idx.row()
+        # Between cells: step along the row until a cell is hit.
+        g = self.gridSize()
+        step = QPoint(max(1, g.width() // 2), 0) if forward else QPoint(-max(1, g.width() // 2), 0)
+        q = QPoint(p)
+        for _ in range(64):
+            q += step
+            if not self.viewport().rect().contains(q):
+                q = QPoint(2 if forward else self.viewport().width() - 2,
+                           q.y() + (g.height() // 2 if forward else -g.height() // 2))
+                if not self.viewport().rect().contains(q):
+                    break
+            idx = self.indexAt(q)
+            if idx.isValid():
+                return idx.row()
+        return -1
+
+    def _prefetch(self) -> None:
+        model = self.model()
+        rows = self.visible_rows()
+        if model is None or not rows:
+            return
+        n = len(rows)
+        ahead = range(rows.stop, min(model.rowCount(), rows.stop + n))
+        behind = range(max(0, rows.start - n // 2), rows.start)
+        # Low priority: anything painted later still goes first.
+        for r in list(reversed(behind)) + list(reversed(ahead)):
+            path = model.index(r, 0).data(Roles.ABS_PATH)
+            if path:
+                self._cache.request(path, low_priority=True)
+
+    # --- events --------------------------------------------------------------------------
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            idx = self.currentIndex()
+            if idx.isValid():
+                self.openRequested.emit(idx)
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def keyboardSearch(self, search: str) -> None:
+        # Typed characters are shortcuts on the results page (1..9 pick a class), not a
+        # search by file name.
+        return
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            delta = event.angleDelta().y()
+            if delta:
+                self.set_thumb_size(self.thumb_size + (16 if delta > 0 else -16))
+            event.accept()
+            return
+        super().wheelEvent(event)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._size_cache()
+
+    def paintEvent(self, event) -> None:
+        super().paintEvent(event)
+        model = self.model()
+        if model is not None and model.rowCount() == 0:
+            painter = QPainter(self.viewport())
+            ink = QColor(self.palette().color(QPalette.ColorRole.Text))
+            ink.setAlpha(140)
+            painter.setPen(ink)
+            painter.drawText(self.viewport().rect(), int(Qt.AlignmentFlag.AlignCenter),
+                             self.empty_text)
+            painter.end()
+
+    empty_text = "No images match these filters."

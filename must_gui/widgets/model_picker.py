@@ -1,0 +1,246 @@
+"""Choose the pretrained model: open_clip's pretrained ViTs (with approximate download size
+and whether each is cached), a local open_clip model folder, or a checkpoint file.
+
+The list needs open_clip (and so torch) imported, which takes seconds: it is built on a
+worker thread the first time the picker is shown.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from must_gui.workers import TaskContext, Worker
+
+LOCAL_PREFIX = "local-dir:"
+CHECKPOINT_FILTER = "Checkpoints (*.pt *.pth *.bin *.safetensors);;All files (*)"
+
+
+@dataclass(frozen=True)
+class ModelCatalog:
+    entries: list  # must_engine.models.catalog.CatalogEntry
+    architectures: list[str]  # ViT configs open_clip knows (for checkpoint files)
+    cache_dir: str
+
+
+def load_catalog(_context: TaskContext) -> ModelCatalog:
+    import open_clip
+
+    from must_engine.models.catalog import cache_location, is_vit_config, pretrained_vits
+
+    entries = pretrained_vits()
+    archs = [m for m in open_clip.list_models() if is_vit_config(open_clip.get_model_config(m))]
+    return ModelCatalog(entries, archs, cache_location())
+
+
+def human_size(n_bytes: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n_bytes < 1000 or unit == "GB":
+            return f"{n_bytes:.0f} {unit}" if unit in ("bytes", "KB", "MB") else (
+                f"{n_bytes:.1f} {unit}")
+        n_bytes /= 1000
+    return f"{n_bytes:.1f} GB"
+
+
+def describe_choice(model: str, pretrained: str) -> str:
+    if model.startswith(LOCAL_PREFIX):
+        return f"Local folder: {Path(model[len(LOCAL_PREFIX):]).name}"
+    if model.startswith("hf-hub:"):
+        return model
+    if pretrained and os.path.sep in pretrained or pretrained.endswith(
+            (".pt", ".pth", ".bin", ".safetensors")):
+        return f"{model} · {Path(pretrained).name} (checkpoint file)"
+    return f"{model} · {pretrained}" if pretrained else model
+
+
+class ModelPicker(QWidget):
+    """Signals: ``modelChanged(model, pretrained)`` when the user picks another model."""
+
+    modelChanged = Signal(str, str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.combo = QComboBox(self)
+        self.combo.setObjectName("modelCombo")
+        self.combo.setAccessibleName("Model")
+        self.combo.setMinimumContentsLength(36)
+        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.local_button = QPushButton("&Local folder…", self)
+        self.local_button.setToolTip("An open_clip model folder (open_clip_config.json + weights)")
+        self.file_button = QPushButton("Chec&kpoint file…", self)
+        self.file_button.setToolTip("A weights file for one of open_clip's ViT architectures")
+        self.info = QLabel(self)
+        self.info.setObjectName("hint")
+        self.info.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.combo, 1)
+        row.addWidget(self.local_button)
+        row.addWidget(self.file_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.info)
+        self._catalog: ModelCatalog | None = None
+        self._worker: Worker | None = None
+        self._model = ""
+        self._pretrained = ""
+        self._filling = False
+        self.combo.currentIndexChanged.connect(self._picked)
+        self.local_button.clicked.connect(self.choose_local_folder)
+        self.file_button.clicked.connect(self.choose_checkpoint)
+        self._fill()
+
+    # ---- public ----------------------------------------------------------------------------
+    def model(self) -> tuple[str, str]:
+        return self._model, self._pretrained
+
+    def set_model(self, model: str, pretrained: str) -> None:
+        self._model, self._pretrained = model, pretrained
+        self._fill()
+
+    def catalog(self) -> ModelCatalog | None:
+        return self._catalog
+
+    def load_catalog(self) -> None:
+        """Start listing open_clip's models in the background (once)."""
+        if self._catalog is not None or self._worker is not None:
+            return
+        self.info.setText("Listing open_clip's pretrained models…")
+        self._worker = Worker(load_catalog, name="model-catalog", parent=self)
+        self._worker.succeeded.connect(self._catalog_ready)
+        self._worker.failed.connect(lambda msg, _tb: self.info.setText(
+            f"Could not list open_clip's models ({msg}); a local folder still works."))
+        self._worker.finished.connect(self._worker_done)
+        self._worker.start()
+
+    def is_loading(self) -> bool:
+        return self._worker is not None
+
+    def mark_cached(self, model: str, pretrained: str) -> None:
+        """After a download: show the entry as cached without listing everything again."""
+        if self._catalog is None:
+            return
+        from dataclasses import replace
+
+        self._catalog = ModelCatalog(
+            [replace(e, cached=True) if (e.model, e.pretrained) == (model, pretrained) else e
+             for e in self._catalog.entries], self._catalog.architectures,
+            self._catalog.cache_dir)
+        self._fill()
+
+    # ---- choosing --------------------------------------------------------------------------
+    def choose_local_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose an open_clip model folder")
+        if folder:
+            self.use_local_folder(Path(folder))
+
+    def use_local_folder(self, folder: Path) -> bool:
+        if not (folder / "open_clip_config.json").is_file():
+            QMessageBox.warning(self, "Not a model folder",
+                                f"{folder} has no open_clip_config.json. Choose a folder that "
+                                "holds an open_clip model (config and weights).")
+            return False
+        self._set_and_announce(LOCAL_PREFIX + str(folder.resolve()), "")
+        return True
+
+    def choose_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a checkpoint file", "",
+                                              CHECKPOINT_FILTER)
+        if not path:
+            return
+        archs = self._catalog.architectures if self._catalog else ["ViT-B-32", "ViT-B-16",
+                                                                   "ViT-L-14"]
+        current = archs.index("ViT-B-16") if "ViT-B-16" in archs else 0
+        arch, ok = QInputDialog.getItem(self, "Architecture of the checkpoint",
+                                        "Which open_clip architecture are these weights for?",
+                                        archs, current, False)
+        if ok and arch:
+            self._set_and_announce(arch, str(Path(path).resolve()))
+
+    def _set_and_announce(self, model: str, pretrained: str) -> None:
+        self._model, self._pretrained = model, pretrained
+        self._fill()
+        self.modelChanged.emit(model, pretrained)
+
+    # ---- internals -------------------------------------------------------------------------
+    def _catalog_ready(self, catalog: ModelCatalog) -> None:
+        self._catalog = catalog
+        self._fill()
+
+    def _worker_done(self) -> None:
+        self._worker = None
+
+    def _fill(self) -> None:
+        self._filling = True
+        try:
+            self.combo.clear()
+            current = (self._model, self._pretrained)
+            in_catalog = False
+            if self._catalog is not None:
+                for e in self._catalog.entries:
+                    mark = "  ✓ cached" if e.cached else ""
+                    size = human_size(e.cached_bytes if e.cached else e.download_bytes)
+                    self.combo.addItem(f"{e.model} · {e.pretrained}   ≈ {size}{mark}",
+                                       (e.model, e.pretrained))
+                    in_catalog = in_catalog or (e.model, e.pretrained) == current
+            if self._model and not in_catalog:
+                self.combo.insertItem(0, describe_choice(*current), current)
+            index = self.combo.findData(current)
+            self.combo.setCurrentIndex(max(0, index))
+        finally:
+            self._filling = False
+        self._describe()
+
+    def _picked(self, index: int) -> None:
+        if self._filling or index < 0:
+            return
+        data = self.combo.itemData(index)
+        if data is None:
+            return
+        self._model, self._pretrained = data
+        self._describe()
+        self.modelChanged.emit(self._model, self._pretrained)
+
+    def _describe(self) -> None:
+        model, pretrained = self._model, self._pretrained
+        if not model:
+            self.info.setText("Choose a model.")
+            return
+        if model.startswith(LOCAL_PREFIX):
+            self.info.setText(f"Local model folder {model[len(LOCAL_PREFIX):]}: nothing to "
+                              "download.")
+            return
+        entry = None
+        if self._catalog is not None:
+            entry = next((e for e in self._catalog.entries
+                          if (e.model, e.pretrained) == (model, pretrained)), None)
+        if entry is None:
+            if self._catalog is None and self._worker is not None:
+                self.info.setText("Listing open_clip's pretrained models…")
+            elif pretrained and Path(pretrained).is_file():
+                self.info.setText(f"Checkpoint file {pretrained} for the {model} architecture.")
+            else:
+                self.info.setText(describe_choice(model, pretrained))
+            return
+        where = self._catalog.cache_dir if self._catalog else ""
+        if entry.cached:
+            self.info.setText(f"{entry.params_millions:.0f} M parameters · in the model cache "
+                              f"({human_size(entry.cached_bytes)}) · works offline")
+        else:
+            self.info.setText(f"{entry.params_millions:.0f} M parameters · about "
+                              f"{human_size(entry.download_bytes)} to download the first time, "
+                              f"into {where}")
