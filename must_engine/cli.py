@@ -29,7 +29,7 @@ class CliError(Exception):
 
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
-    from must_engine.settings import PRESET_NAMES, MustSettings
+    from must_engine.settings import FIELD_HELP, PRESET_NAMES, MustSettings
 
     group = parser.add_argument_group("method settings (default: chosen from the folder and "
                                       "model, see --preset)")
@@ -42,7 +42,8 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         kind = {int: int, float: float, str: str, "int": int, "float": float, "str": str}.get(
             f.type, str)
         group.add_argument(flag, dest=f"set_{f.name}", type=kind, default=None,
-                           metavar=f.name.upper(), help=f"(default {f.default!r})")
+                           metavar=f.name.upper(),
+                           help=f"{FIELD_HELP.get(f.name, '')} (base default {f.default!r})")
     group.add_argument("--no-fair", action="store_true", help="turn the fairness loss off")
     group.add_argument("--no-mim", action="store_true", help="turn masked image modelling off")
     group.add_argument("--no-align", action="store_true",

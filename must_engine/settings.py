@@ -230,3 +230,37 @@ def resolve_settings(
         settings = replace(settings, **{**overrides, "batch_size": batch})
     settings.validate()
     return settings
+
+
+# One line per knob, for the command line's --help and the app's tooltips.
+FIELD_HELP: dict[str, str] = {
+    "epochs": "passes over the folder",
+    "batch_size": "images per step (the learning rate scales with it)",
+    "base_lr": "learning rate for a batch of 256",
+    "min_lr": "final learning rate of the cosine schedule, for a batch of 256",
+    "weight_decay": "AdamW weight decay (not on biases, norms, tokens, embeddings)",
+    "layer_decay": "layer-wise lr decay; 1 = the same rate for every layer",
+    "ema_decay_init": "EMA teacher decay at the first step",
+    "ema_decay_final": "EMA teacher decay after the warm-up",
+    "ema_warm_it": "steps over which the EMA decay ramps up",
+    "conf_threshold": "teacher confidence a pseudo-label needs to count",
+    "mask_ratio": "share of image blocks masked in the student's view",
+    "mask_patch_size": "mask block size in pixels (0 = chosen from the model)",
+    "w_fair": "weight of the fairness (uniform class prior) loss",
+    "w_mim": "weight of the masked image modelling loss",
+    "w_align": "weight of the global-local feature alignment loss",
+    "use_fair": "use the fairness loss",
+    "use_mim": "use masked image modelling",
+    "use_align": "use global-local feature alignment",
+    "fair_running_average_classes": "from this many classes on, use a running class prior",
+    "student_view": "student augmentation: strong (RandAugment) or weak (crop only)",
+    "randaugment": "timm RandAugment policy for the strong view ('' = none)",
+    "strong_scale_min": "smallest RandomResizedCrop area of the strong view",
+    "prototype_init": "start from text prototypes, or mix in prototypes from the images",
+    "precision": "auto, fp32, fp16 or bf16 (mixed precision on CUDA)",
+    "device": "auto, cpu, cuda, cuda:N or mps",
+    "seed": "random seed (a fixed seed reproduces a CPU run exactly)",
+    "num_workers": "image loading processes (-1 = automatic)",
+    "log_every": "read metrics from the device every N steps (0 = automatic)",
+    "preset": "published settings row to start from",
+}

@@ -7,9 +7,9 @@ import torch
 
 from must_engine.models.must_model import MustModel, build_vision_tower
 from must_engine.settings import PRESETS, MustSettings, resolve_settings
+from must_engine.testing import TINY_MODEL_CFG
 from must_engine.training.ema import EmaTeacher, ema_decay
 from must_engine.training.optim import build_optimizer, cosine_lr, layer_id, param_groups
-from must_engine.testing import TINY_MODEL_CFG
 
 
 @pytest.fixture

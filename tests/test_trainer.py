@@ -24,7 +24,6 @@ from must_engine.training.trainer import Trainer, prepare_run, train
 from must_engine.weights import read_weights
 
 
-
 def make_job(image_folder, class_names, model_dir, **extra):
     overrides = {"epochs": 2, "batch_size": 6, "seed": 3, "mask_ratio": 0.25, **extra}
     return TrainJob(image_folder, class_names, ModelSpec.parse(str(model_dir)),

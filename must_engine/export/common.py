@@ -161,9 +161,14 @@ def sample_inputs(run: RunInfo, count: int, seed: int = 0) -> tuple[torch.Tensor
         except (ImageLoadError, OSError):
             continue
     if tensors:
-        return torch.stack(tensors), "run images"
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(count, 3, pp.image_size, pp.image_size, generator=g), "random noise"
+        batch, source = torch.stack(tensors), "run images"
+    else:
+        g = torch.Generator().manual_seed(seed)
+        batch = torch.randn(count, 3, pp.image_size, pp.image_size, generator=g)
+        source = "random noise"
+    if len(batch) < 2:  # a trace on one image could fix the batch size at 1
+        batch = torch.cat([batch, batch.flip(-1)])
+    return batch, source
 
 
 @torch.no_grad()
