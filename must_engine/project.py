@@ -26,6 +26,7 @@ PROJECT_SUFFIX = ".mustproj"
 PROJECT_FORMAT = "must-project"
 PROJECT_VERSION = 1
 RUN_PREFIX = "run-"
+PREDICTIONS_FILE = "predictions.npz"  # the app's cache of a run's Predictions
 
 
 class ProjectError(ValueError):
@@ -186,6 +187,11 @@ class Project:
             raise ProjectError("No file to save the project to; choose one.")
         write_json(self.path, self.to_dict())
         return self.path
+
+
+def predictions_cache(run_dir: str | Path) -> Path:
+    """Where the app caches a run's predictions (``Predictions.save_npz``)."""
+    return Path(run_dir) / PREDICTIONS_FILE
 
 
 def project_name_for(path: str | Path) -> str:

@@ -7,6 +7,7 @@ thread with repaints (pyqtgraph's scrolling-plots pattern).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -278,10 +279,8 @@ class TrainingPlots(QWidget):
                 elif kind == "RunStarted" and not self.class_names:
                     self.class_names = list(data.get("class_names", []))
         if last_epoch is not None:
-            try:
+            with contextlib.suppress(TypeError):  # a log from another engine version
                 self._show_epoch(EpochSummary(**last_epoch))
-            except TypeError:
-                pass
         self.redraw()
         return self.points
 

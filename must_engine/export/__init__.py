@@ -5,6 +5,7 @@
     export_run(run_dir, "onnx", "out/model.onnx")             # + model.onnx.json
     export_run(run_dir, "csv" | "jsonl", "out/predictions.csv")
     export_run(run_dir, "folders", "out/sorted", link="copy" | "symlink" | "hardlink")
+    export_predictions(predictions, "csv" | "jsonl" | "folders", out)  # no run folder needed
 
 Model files (bundle, TorchScript, ONNX) take normalised [B,3,H,W] float32 images and give
 softmax probabilities [B,C]; right after writing, each is loaded back and run on sample images
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from must_engine.events import Event, ExportCheck, ExportProgress, PredictionProgress
+from must_engine.events import Event, ExportCheck, ExportProgress, PredictionProgress, Status
 from must_engine.export.common import (
     ExportCheckError,
     ExportError,
@@ -47,11 +48,13 @@ __all__ = [
     "ExportError",
     "ExportCheckError",
     "ExportResult",
+    "export_predictions",
     "export_run",
 ]
 
 FORMATS = ("bundle", "torchscript", "onnx", "csv", "jsonl", "folders")
 MODEL_FORMATS = ("bundle", "torchscript", "onnx")
+PREDICTION_FORMATS = ("csv", "jsonl", "folders")
 # Names used when ``out`` is an existing folder (file formats) or for the CLI's help.
 DEFAULT_NAMES = {"bundle": "classifier", "torchscript": "model.pt", "onnx": "model.onnx",
                  "csv": "predictions.csv", "jsonl": "predictions.jsonl", "folders": "sorted"}
@@ -127,9 +130,13 @@ def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
         if fmt in MODEL_FORMATS and spec.exists() and not overwrite:
             raise ExportError(f"{spec} already exists; choose another name or delete it first.")
 
-    def get_predictions() -> Predictions:
+    def get_predictions(optional: bool = False) -> Predictions | None:
         if predictions is not None:
             return predictions
+        if optional and not run.images_root.is_dir():
+            emit(Status(f"The images of this run are no longer in {run.images_root}, so the "
+                        "export has no prediction figures."))
+            return None
         emit(ExportProgress("predicting"))
 
         def relay(event: Event) -> None:
@@ -143,6 +150,36 @@ def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
                              spot_check=spot_check, samples=max(2, int(samples)))
     preds = get_predictions()
     stop_check()
+    return _write_predictions(preds, fmt, dest, link=link, emit=emit, should_stop=should_stop)
+
+
+def export_predictions(predictions: Predictions, fmt: str, out: str | os.PathLike, *,
+                       link: str = "copy", overwrite: bool = False,
+                       on_event: EventSink | None = None,
+                       should_stop: Callable[[], bool] | None = None) -> ExportResult:
+    """CSV, JSON lines or sorted folders from a predictions table alone (no run folder
+    needed), with the same destination rules as ``export_run``."""
+    fmt = (fmt or "").strip().lower()
+    if fmt not in PREDICTION_FORMATS:
+        raise ExportError(f"Only {', '.join(PREDICTION_FORMATS)} can be made from predictions "
+                          "alone; model formats need a finished training run.")
+    if link not in LINK_MODES:
+        raise ExportError(f"Unknown link mode '{link}'; choose one of {', '.join(LINK_MODES)}.")
+    if fmt == "folders":
+        dest = folder_destination(out)
+    else:
+        dest = file_destination(out, DEFAULT_NAMES[fmt], overwrite=overwrite)
+
+    def emit(event: Event) -> None:
+        if on_event is not None:
+            on_event(event)
+
+    return _write_predictions(predictions, fmt, dest, link=link, emit=emit,
+                              should_stop=should_stop)
+
+
+def _write_predictions(preds: Predictions, fmt: str, dest: Path, *, link: str, emit: EventSink,
+                       should_stop: Callable[[], bool] | None) -> ExportResult:
     emit(ExportProgress("writing"))
     if fmt == "csv":
         preds.write_csv(dest)  # atomic: temp file beside dest, then rename
@@ -171,7 +208,7 @@ def _predict(run: RunInfo, device: str, on_event: EventSink,
 
 
 def _export_model(run: RunInfo, fmt: str, dest: Path, emit: EventSink,
-                  stop_check: Callable[[], None], get_predictions: Callable[[], Predictions],
+                  stop_check: Callable[[], None], get_predictions: Callable[..., Predictions | None],
                   *, spot_check: Mapping[str, Any] | None, samples: int) -> ExportResult:
     emit(ExportProgress("loading"))
     model = load_adapted_model(run)
@@ -182,7 +219,7 @@ def _export_model(run: RunInfo, fmt: str, dest: Path, emit: EventSink,
     if fmt == "bundle":
         from must_engine.export.bundle import check_bundle, write_bundle
 
-        preds = get_predictions()  # the card's label-free figures
+        preds = get_predictions(optional=True)  # for the card's label-free figures
         stop_check()
         with staged_folder(dest) as tmp:
             emit(ExportProgress("writing"))

@@ -47,9 +47,7 @@ def file_destination(out: str | os.PathLike, default_name: str, *, overwrite: bo
         raise ExportError(f"{path} already exists; choose another name or delete it first.")
     if path.exists() and not path.is_file():
         raise ExportError(f"{path} exists and is not a file; choose another name.")
-    if not path.parent.is_dir():
-        raise ExportError(f"The folder {path.parent} does not exist; create it or choose "
-                          "another place.")
+    _check_parent(path)
     return path
 
 
@@ -62,16 +60,33 @@ def folder_destination(out: str | os.PathLike) -> Path:
         if any(path.iterdir()):
             raise ExportError(f"The folder {path} is not empty; choose a new or empty folder "
                               "(nothing in it is ever overwritten).")
-    if not path.parent.is_dir():
-        raise ExportError(f"The folder {path.parent} does not exist; create it or choose "
-                          "another place.")
+    _check_parent(path)
     return path
+
+
+def _check_parent(path: Path) -> None:
+    for parent in path.parents:  # the nearest existing ancestor must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise ExportError(f"{parent} is a file, so {path} cannot be created; choose "
+                                  "another place.")
+            return
+
+
+def make_parent(path: Path) -> None:
+    """Create the destination's missing parent folders (checked by the functions above)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"Cannot create the folder {path.parent} ({exc.strerror or exc}); "
+                          "choose another place.") from exc
 
 
 @contextlib.contextmanager
 def staged_file(path: Path) -> Iterator[Path]:
     """Yield a temporary name beside ``path``; rename it to ``path`` only if the block ends
     normally, so an interrupted export never leaves a half file under the final name."""
+    make_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -85,6 +100,7 @@ def staged_file(path: Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def staged_folder(path: Path) -> Iterator[Path]:
     """Like ``staged_file`` for a folder: build it under a temporary name, then rename."""
+    make_parent(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QDesktopServices, QPalette
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
     QDialog,
     QFileDialog,
-    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -129,33 +128,39 @@ class ExportDialog(QDialog):
 
         # Formats
         box = QGroupBox("Format")
-        grid = QGridLayout(box)
-        grid.setColumnStretch(1, 1)
+        fl = QVBoxLayout(box)
+        fl.setSpacing(2)
         self._group = QButtonGroup(self)
         self._radios: dict[str, QRadioButton] = {}
         for row, f in enumerate(FORMATS):
             radio = QRadioButton(f.title)
-            blurb = QLabel(f.blurb)
-            blurb.setWordWrap(True)
-            blurb.setEnabled(False)  # greyed: secondary text
             why = self._unavailable_reason(f)
+            # "Needs a finished run" is said once above the list, not on every line.
+            say = why and not (f.needs_model and not self._has_model)
+            blurb = QLabel(f.blurb + (f" <i>{why}</i>" if say else ""))
+            blurb.setWordWrap(True)
+            blurb.setContentsMargins(24, 0, 0, 6)
+            font = blurb.font()
+            font.setPointSizeF(font.pointSizeF() * 0.92)
+            blurb.setFont(font)
+            blurb.setForegroundRole(QPalette.ColorRole.PlaceholderText)  # secondary text
             if why:
                 radio.setEnabled(False)
                 radio.setToolTip(why)
-                blurb.setText(f"{f.blurb} <i>{why}</i>")
             self._group.addButton(radio, row)
             self._radios[f.key] = radio
-            grid.addWidget(radio, row, 0)
-            grid.addWidget(blurb, row, 1)
-        self.link_combo = QComboBox()
-        for key, text in LINK_CHOICES:
-            self.link_combo.addItem(text, key)
-        link_row = QHBoxLayout()
-        link_row.addSpacing(24)
-        link_row.addWidget(QLabel("Place images as:"))
-        link_row.addWidget(self.link_combo)
-        link_row.addStretch(1)
-        grid.addLayout(link_row, len(FORMATS), 0, 1, 2)
+            fl.addWidget(radio)
+            fl.addWidget(blurb)
+            if f.key == "folders":
+                self.link_combo = QComboBox()
+                for key, text in LINK_CHOICES:
+                    self.link_combo.addItem(text, key)
+                link_row = QHBoxLayout()
+                link_row.setContentsMargins(24, 0, 0, 0)
+                link_row.addWidget(QLabel("Place images as:"))
+                link_row.addWidget(self.link_combo)
+                link_row.addStretch(1)
+                fl.addLayout(link_row)
         self._group.idToggled.connect(self._on_format_toggled)
 
         # Destination
@@ -206,7 +211,7 @@ class ExportDialog(QDialog):
         layout.addWidget(self.outcome_label)
         layout.addStretch(1)
         layout.addLayout(buttons)
-        self.resize(640, 0)
+        self.setMinimumWidth(620)
         self.set_format(initial_format if self._usable(initial_format) else self._first_usable())
 
     # --- choices -------------------------------------------------------------------------

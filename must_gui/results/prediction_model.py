@@ -91,7 +91,7 @@ class PredictionListModel(QAbstractListModel):
         self._abs_paths: list[str] = []
         self._names: list[str] = []
         self._class_names: list[str] = []
-        self._rows_by_abs_path: dict[str, int] | None = None
+        self._rows_by_abs_path: dict[str, list[int]] | None = None
         self._name_rank: np.ndarray | None = None
         self._cache: ThumbnailCache | None = None
 
@@ -187,11 +187,13 @@ class PredictionListModel(QAbstractListModel):
 
     def _on_thumbnails_ready(self, paths: list[str]) -> None:
         if self._rows_by_abs_path is None:
-            self._rows_by_abs_path = {p: i for i, p in enumerate(self._abs_paths)}
+            items: dict[str, list[int]] = {}
+            for i, p in enumerate(self._abs_paths):
+                items.setdefault(p, []).append(i)  # a list: a table may name a file twice
+            self._rows_by_abs_path = items
         roles = [int(Roles.THUMBNAIL), int(Qt.ItemDataRole.DecorationRole)]
         for path in paths:
-            item = self._rows_by_abs_path.get(path)
-            if item is not None:
+            for item in self._rows_by_abs_path.get(path, ()):
                 idx = self.index(int(self._row_of_item[item]), 0)
                 self.dataChanged.emit(idx, idx, roles)
 

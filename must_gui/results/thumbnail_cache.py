@@ -35,7 +35,7 @@ def default_cache_dir() -> Path:
         return Path(env) / "thumbnails"
     import appdirs
 
-    return Path(appdirs.user_cache_dir(APP_NAME)) / "thumbnails"
+    return Path(appdirs.user_cache_dir(APP_NAME, appauthor=False)) / "thumbnails"
 
 
 def default_workers() -> int:

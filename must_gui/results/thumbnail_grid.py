@@ -67,6 +67,7 @@ class ThumbnailDelegate(QStyledItemDelegate):
     def __init__(self, thumb_size: int = DEFAULT_THUMB, parent=None) -> None:
         super().__init__(parent)
         self._thumb = thumb_size
+        self._width = 0  # cell width set by the grid to fill its columns (0: natural)
         self._small = QFont()
         self._small.setPointSizeF(max(7.0, self._small.pointSizeF() * 0.85))
         self._bold = QFont()
@@ -79,10 +80,17 @@ class ThumbnailDelegate(QStyledItemDelegate):
     def set_thumb_size(self, px: int) -> None:
         self._thumb = int(px)
 
-    def cell_size(self) -> QSize:
+    def set_cell_width(self, px: int) -> None:
+        self._width = int(px)
+
+    def natural_size(self) -> QSize:
         line = QFontMetrics(self._bold).height()
         return QSize(self._thumb + 2 * self.PAD,
                      self.PAD + self._thumb + 5 + self.BAR_H + 3 + line + self.PAD)
+
+    def cell_size(self) -> QSize:
+        size = self.natural_size()
+        return QSize(max(size.width(), self._width), size.height())
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
         return self.cell_size()
@@ -110,7 +118,7 @@ class ThumbnailDelegate(QStyledItemDelegate):
             painter.drawRoundedRect(cell, 6, 6)
 
         t = self._thumb
-        box = QRect(rect.x() + self.PAD, rect.y() + self.PAD, t, t)
+        box = QRect(rect.x() + (rect.width() - t) // 2, rect.y() + self.PAD, t, t)
         self._paint_thumbnail(painter, box, index.data(Roles.THUMBNAIL), pal)
         if index.data(Roles.CHANGED):
             self._paint_changed_badge(painter, box)
@@ -261,11 +269,30 @@ class ThumbnailGrid(QListView):
         self._delegate.set_thumb_size(px)
         self._cache.set_thumb_size(round(px * self.devicePixelRatioF()), self.devicePixelRatioF())
         cell = self._delegate.cell_size()
-        self.setGridSize(QSize(cell.width() + 2 * self.spacing(), cell.height() + 2 * self.spacing()))
         self.verticalScrollBar().setSingleStep(max(20, cell.height() // 3))
+        self._fit_columns()
         self._size_cache()
         self.scheduleDelayedItemsLayout()
         self.viewport().update()
+
+    def _fit_columns(self) -> None:
+        """Share the leftover width between the columns, so the grid fills the view
+        instead of leaving a ragged strip on the right."""
+        cell = self._delegate.natural_size()
+        gap = 2 * self.spacing()
+        # The icon-mode layout advances by grid width + spacing and wraps a column that
+        # touches the right edge, hence the spare pixels.
+        width = max(1, self.viewport().width() - self.spacing() - 2)
+        step = cell.width() + gap + self.spacing()
+        cols = max(1, width // step)
+        # Never stretch a column by more than a third of a cell (a very wide window with
+        # one column would look odd); the rest stays on the right.
+        col_w = min(width // cols - self.spacing(), cell.width() + gap + cell.width() // 3)
+        col_w = max(cell.width() + gap, col_w)
+        self._delegate.set_cell_width(col_w - gap)
+        size = QSize(col_w, cell.height() + gap)
+        if size != self.gridSize():
+            self.setGridSize(size)
 
     def _size_cache(self) -> None:
         # Enough pixmaps for a few screens, so scrolling back is instant; the queue only
@@ -284,38 +311,35 @@ class ThumbnailGrid(QListView):
     # --- what is on screen ---------------------------------------------------------------
 
     def visible_rows(self) -> range:
-        """Model rows whose cells intersect the viewport (by the uniform grid geometry)."""
+        """Model rows whose cells intersect the viewport, in order."""
         model = self.model()
-        if model is None or model.rowCount() == 0:
+        n = model.rowCount() if model is not None else 0
+        if n == 0:
             return range(0)
-        first = self._row_near(QPoint(2, 2), forward=True)
         vp = self.viewport().rect()
-        last = self._row_near(QPoint(vp.width() - 2, vp.height() - 2), forward=False)
+        g = self.gridSize()
+        first = -1
+        # The top-left point may fall in the spacing between cells; try a few.
+        for y in (2, max(2, g.height() // 2)):
+            for x in (2, max(2, g.width() // 2)):
+                idx = self.indexAt(QPoint(x, y))
+                if idx.isValid():
+                    first = idx.row()
+                    break
+            if first >= 0:
+                break
         if first < 0:
             return range(0)
-        if last < 0:
-            last = model.rowCount() - 1
+        while first > 0 and self.visualRect(model.index(first - 1, 0)).intersects(vp):
+            first -= 1
+        last = first
+        for r in range(first, n):
+            rect = self.visualRect(model.index(r, 0))
+            if rect.top() > vp.bottom():
+                break
+            if rect.intersects(vp):
+                last = r
         return range(first, last + 1)
-
-    def _row_near(self, p: QPoint, *, forward: bool) -> int:
-        idx = self.indexAt(p)
-        if idx.isValid():
-            return idx.row()
-        # Between cells: step along the row until a cell is hit.
-        g = self.gridSize()
-        step = QPoint(max(1, g.width() // 2), 0) if forward else QPoint(-max(1, g.width() // 2), 0)
-        q = QPoint(p)
-        for _ in range(64):
-            q += step
-            if not self.viewport().rect().contains(q):
-                q = QPoint(2 if forward else self.viewport().width() - 2,
-                           q.y() + (g.height() // 2 if forward else -g.height() // 2))
-                if not self.viewport().rect().contains(q):
-                    break
-            idx = self.indexAt(q)
-            if idx.isValid():
-                return idx.row()
-        return -1
 
     def _prefetch(self) -> None:
         model = self.model()
@@ -358,6 +382,7 @@ class ThumbnailGrid(QListView):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
+        self._fit_columns()
         self._size_cache()
 
     def paintEvent(self, event) -> None:

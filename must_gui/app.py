@@ -1,0 +1,83 @@
+"""Start MUST Studio: ``must-studio`` (or ``python -m must_gui``).
+
+Smoke protocol (packaging/smoke_test.py): with ``MUST_STUDIO_SMOKE=1`` the app prints
+``MUST_STUDIO_READY <seconds>`` once the main window is shown (and writes it to
+``MUST_STUDIO_SMOKE_FILE`` if set), then quits with exit code 0. Start-up stays fast
+because torch and open_clip are imported only when first needed, off the GUI thread.
+"""
+
+import time
+
+T0 = time.perf_counter()  # before the Qt and torch imports, so start-up is measured whole
+
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+SMOKE_ENV = "MUST_STUDIO_SMOKE"
+SMOKE_FILE_ENV = "MUST_STUDIO_SMOKE_FILE"
+DESKTOP_FILE_NAME = "must-studio"
+
+
+def _ready_line() -> str:
+    return f"MUST_STUDIO_READY {time.perf_counter() - T0:.3f}"
+
+
+def report_ready(app) -> None:
+    """The smoke test's signal: the window is up. Print, write the file, quit with 0."""
+    line = _ready_line()
+    if sys.stdout is not None:  # a windowed Windows build has no stdout
+        print(line, flush=True)
+    target = os.environ.get(SMOKE_FILE_ENV)
+    if target:
+        Path(target).write_text(line + "\n", encoding="utf-8")
+    app.quit()
+
+
+def create_application(argv: list[str]):
+    os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
+    from PySide6.QtCore import QCoreApplication
+    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtWidgets import QApplication
+
+    from must_engine.version import __version__
+    from must_gui.preferences import APP_NAME, ORGANISATION
+    from must_gui.style import app_icon, apply_style
+
+    QCoreApplication.setApplicationName(APP_NAME)
+    QCoreApplication.setOrganizationName(ORGANISATION)
+    QCoreApplication.setApplicationVersion(__version__)
+    QGuiApplication.setDesktopFileName(DESKTOP_FILE_NAME)
+    app = QApplication.instance() or QApplication(argv)
+    app.setApplicationDisplayName(APP_NAME)
+    app.setWindowIcon(app_icon())
+    apply_style(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app = create_application(argv)
+
+    from PySide6.QtCore import QTimer
+
+    from must_gui.main_window import MainWindow
+    from must_gui.preferences import load_preferences
+
+    window = MainWindow(load_preferences())
+    window.show()
+    # A project file given on the command line (or by the desktop file) opens at once.
+    paths = [a for a in argv[1:] if not a.startswith("-")]
+    if paths and os.environ.get(SMOKE_ENV) != "1":
+        QTimer.singleShot(0, lambda: window.open_project(Path(paths[0])))
+    if os.environ.get(SMOKE_ENV) == "1":
+        QTimer.singleShot(0, lambda: report_ready(app))
+    code = app.exec()
+    window.wait_for_workers()
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,427 @@
+"""The training screen: live plots, progress with ETA, Pause / Resume / Stop.
+
+The engine's ``train`` generator runs on a worker thread; its events arrive here as
+signals. When a run finishes, the predictions for its folder are computed on another
+worker and handed on with ``resultsReady``. Errors are shown in a dialog with the detail,
+and the last checkpoint is kept so the run can be resumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from must_engine.events import (
+    CheckpointSaved,
+    DownloadProgress,
+    EpochSummary,
+    Paused,
+    PredictionProgress,
+    Resumed,
+    RunFinished,
+    RunStarted,
+    Status,
+    StepMetrics,
+)
+from must_engine.project import Project, predictions_cache
+from must_gui.pages.setup_page import StartRequest
+from must_gui.plots import TrainingPlots
+from must_gui.widgets.download_bar import DownloadBar
+from must_gui.workers import TaskContext, Worker
+
+# Training states, for the buttons and for the window (which asks before quitting).
+IDLE, PREPARING, TRAINING, PAUSED, STOPPING, PREDICTING = (
+    "idle", "preparing", "training", "paused", "stopping", "predicting")
+
+
+def train_task(request: StartRequest, control):
+    def run(context: TaskContext):
+        from must_engine.training.trainer import train
+
+        project = request.project
+        device = None if project.device == "auto" else project.device
+        return train(project.train_job(), request.run_dir, control=control,
+                     resume=request.resume, device=device, on_event=context.on_event)
+
+    return run
+
+
+def predict_task(run_dir: Path, device: str):
+    def run(context: TaskContext):
+        from must_engine.predict import predict_run
+
+        context.emit(Status("Classifying every image with the adapted model"))
+        predictions = predict_run(run_dir, device=device, on_event=context.emit,
+                                  should_stop=context.should_stop)
+        predictions.save_npz(predictions_cache(run_dir))
+        return predictions
+
+    return run
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {s:02d} s"
+    hours, m = divmod(minutes, 60)
+    return f"{hours} h {m:02d} min"
+
+
+class TrainingPage(QWidget):
+    """Signals:
+      stateChanged(str): idle / preparing / training / paused / stopping / predicting;
+      runEnded(object, bool): the run folder and whether it was stopped early;
+      resultsReady(object, object): Predictions and the run folder, after a finished run;
+      failed(str): training or prediction failed (already shown to the user).
+    """
+
+    stateChanged = Signal(str)
+    runEnded = Signal(object, bool)
+    resultsReady = Signal(object, object)
+    failed = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("page")
+        self.state = IDLE
+        self.run_dir: Path | None = None
+        self.request: StartRequest | None = None
+        self.control = None
+        self.last_finished: RunFinished | None = None
+        self._train_worker: Worker | None = None
+        self._predict_worker: Worker | None = None
+        self._total_steps = 0
+        self._epochs = 0
+        self._build()
+        self._set_state(IDLE)
+
+    def _build(self) -> None:
+        self.title = QLabel("Training")
+        self.title.setObjectName("pageTitle")
+        self.subtitle = QLabel("No run yet. Set up the project and start the adaptation.")
+        self.subtitle.setObjectName("pageSubtitle")
+        self.subtitle.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setObjectName("trainingProgress")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        self.progress.setMinimumHeight(22)
+        self.stats = QLabel("")
+        self.stats.setObjectName("trainingStats")
+        self.status = QLabel("")
+        self.status.setObjectName("hint")
+        self.status.setWordWrap(True)
+        self.download_bar = DownloadBar()
+
+        self.pause_button = QPushButton("&Pause")
+        self.pause_button.setToolTip("Pause after the current step; nothing is lost")
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.stop_button = QPushButton("S&top")
+        self.stop_button.setToolTip("Stop and keep a checkpoint; you can resume later")
+        self.stop_button.clicked.connect(self.stop)
+        self.resume_button = QPushButton("&Resume training")
+        self.resume_button.setObjectName("primary")
+        self.resume_button.clicked.connect(self.resume_run)
+        self.results_button = QPushButton("Show &results")
+        self.results_button.setObjectName("primary")
+        self.results_button.clicked.connect(self.compute_results)
+
+        header = QVBoxLayout()
+        header.addWidget(self.title)
+        header.addWidget(self.subtitle)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.stats, 1)
+        for b in (self.pause_button, self.stop_button, self.resume_button, self.results_button):
+            buttons.addWidget(b)
+        self.plots = TrainingPlots()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(24, 18, 24, 16)
+        layout.setSpacing(8)
+        layout.addLayout(header)
+        layout.addWidget(self.progress)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(self.download_bar)
+        layout.addWidget(self.plots, 1)
+
+    # ---- state -----------------------------------------------------------------------------
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        running = state in (PREPARING, TRAINING, PAUSED)
+        self.pause_button.setVisible(running)
+        self.pause_button.setEnabled(state in (TRAINING, PAUSED))
+        self.pause_button.setText("&Resume" if state == PAUSED else "&Pause")
+        self.stop_button.setVisible(running or state == STOPPING)
+        self.stop_button.setEnabled(running)
+        can_resume = (state == IDLE and self.run_dir is not None
+                      and (self.run_dir / "checkpoint.pt").is_file())
+        self.resume_button.setVisible(can_resume)
+        finished = (state == IDLE and self.run_dir is not None
+                    and (self.run_dir / "model.safetensors").is_file())
+        self.results_button.setVisible(finished)
+        self.stateChanged.emit(state)
+
+    def is_training(self) -> bool:
+        """True while a run is being prepared, trained, paused or stopped."""
+        return self._train_worker is not None
+
+    def is_busy(self) -> bool:
+        return self._train_worker is not None or self._predict_worker is not None
+
+    def workers(self) -> list[Worker]:
+        return [w for w in (self._train_worker, self._predict_worker) if w is not None]
+
+    # ---- starting --------------------------------------------------------------------------
+    def start(self, request: StartRequest) -> None:
+        if self.is_busy():
+            raise RuntimeError("A run is already in progress.")
+        from must_engine.training.control import TrainControl
+
+        self.request = request
+        self.run_dir = Path(request.run_dir)
+        self.last_finished = None
+        self.control = TrainControl()
+        self.plots.reset(request.project.class_names)
+        if request.resume:
+            self.plots.load_history(self.run_dir)
+        self._describe(request.project)
+        self.progress.setRange(0, 0)  # busy until the run says how long it is
+        self.progress.setFormat("Preparing…")
+        self.stats.setText("")
+        self.status.setText("Loading the model and checking the images…")
+        worker = Worker(train_task(request, self.control), name="training",
+                        control=self.control, parent=self)
+        worker.event.connect(self.handle_event)
+        worker.succeeded.connect(self._train_succeeded)
+        worker.failed.connect(self._train_failed)
+        worker.cancelled.connect(self._train_cancelled)
+        worker.finished.connect(lambda w=worker: self._train_finished(w))
+        self._train_worker = worker
+        self._set_state(PREPARING)
+        worker.start()
+
+    def _describe(self, project: Project) -> None:
+        model = project.model
+        if model.startswith("local-dir:"):
+            model = Path(model[len("local-dir:"):]).name
+        elif project.pretrained:
+            model = f"{model} ({Path(project.pretrained).name})"
+        run = self.run_dir.name if self.run_dir else ""
+        self.title.setText(f"Training · {project.name}")
+        self.subtitle.setText(f"{run} · {model} · {len(project.class_names)} classes · "
+                              f"device: {project.device}")
+
+    def show_run(self, project: Project, run_dir: Path) -> None:
+        """Show an existing run (reopened project): its curves, and Resume if it stopped."""
+        if self.is_busy():
+            return
+        from must_engine.training.control import TrainControl
+
+        self.run_dir = Path(run_dir)
+        self.request = StartRequest(project, self.run_dir, True)
+        self.control = TrainControl()
+        self.plots.reset(project.class_names)
+        steps = self.plots.load_history(self.run_dir)
+        self._describe(project)
+        finished = (self.run_dir / "model.safetensors").is_file()
+        if finished:
+            self.status.setText("This run has finished.")
+        elif (self.run_dir / "checkpoint.pt").is_file():
+            self.status.setText(f"This run was stopped after {steps} steps; its checkpoint "
+                                "is kept. Resume to go on from there.")
+        else:
+            self.status.setText("This run has not trained yet.")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if finished else 0)
+        self.progress.setFormat("Finished" if finished else "")
+        self._set_state(IDLE)
+
+    def resume_run(self) -> None:
+        if self.request is None or self.run_dir is None or self.is_busy():
+            return
+        self.start(StartRequest(self.request.project, self.run_dir, True))
+
+    # ---- control ---------------------------------------------------------------------------
+    def toggle_pause(self) -> None:
+        if self.state == PAUSED:
+            self.resume()
+        else:
+            self.pause()
+
+    def pause(self) -> None:
+        if self.control is not None and self.state == TRAINING:
+            self.control.pause()
+            self.pause_button.setEnabled(False)
+            self.status.setText("Pausing after this step…")
+
+    def resume(self) -> None:
+        if self.control is not None and self.state == PAUSED:
+            self.control.resume()
+            self.pause_button.setEnabled(False)
+
+    def stop(self) -> None:
+        """Ask the run to stop; it saves a checkpoint and ends by itself."""
+        worker = self._train_worker
+        if worker is None:
+            if self._predict_worker is not None:
+                self._predict_worker.cancel()
+            return
+        worker.cancel()  # stops the TrainControl; also ends model loading at its next event
+        self.status.setText("Stopping after this step and saving a checkpoint…")
+        self._set_state(STOPPING)
+
+    # ---- events ----------------------------------------------------------------------------
+    def handle_event(self, event: object) -> None:
+        if isinstance(event, StepMetrics):
+            self.plots.handle(event)
+            self._show_step(event)
+        elif isinstance(event, EpochSummary):
+            self.plots.handle(event)
+            self.status.setText(f"Epoch {event.epoch + 1} done in "
+                                f"{format_duration(event.seconds)}: "
+                                f"{event.confident_fraction:.0%} of pseudo-labels confident, "
+                                f"mean confidence {event.mean_confidence:.2f}.")
+        elif isinstance(event, RunStarted):
+            self._run_started(event)
+        elif isinstance(event, Paused):
+            self._set_state(PAUSED)
+            self.status.setText(f"Paused at step {event.step}. Resume when you are ready.")
+        elif isinstance(event, Resumed):
+            self._set_state(TRAINING)
+            self.status.setText("Training…")
+        elif isinstance(event, CheckpointSaved):
+            self.status.setText(f"Checkpoint saved at step {event.step}.")
+        elif isinstance(event, RunFinished):
+            self.last_finished = event
+        elif isinstance(event, DownloadProgress):
+            self.download_bar.handle(event)
+        elif isinstance(event, Status):
+            self.status.setText(event.message)
+        elif isinstance(event, PredictionProgress):
+            self.progress.setRange(0, max(1, event.total))
+            self.progress.setValue(event.done)
+            self.progress.setFormat(f"Classifying images: {event.done} of {event.total}")
+
+    def _run_started(self, event: RunStarted) -> None:
+        self.download_bar.reset()
+        self._total_steps = event.epochs * event.steps_per_epoch
+        self._epochs = event.epochs
+        if not self.plots.class_names:
+            self.plots.reset(event.class_names)
+        with contextlib.suppress(Exception):  # the threshold line is a nicety
+            from must_engine.runs import open_run
+
+            self.plots.set_threshold(open_run(event.run_dir).settings.conf_threshold)
+        self.progress.setRange(0, max(1, self._total_steps))
+        self.progress.setValue(event.start_step)
+        self.progress.setFormat("%p%")
+        where = "Resuming" if event.start_step else "Training"
+        self.status.setText(f"{where} on {event.num_images} images, {event.device}…")
+        if self.state != STOPPING:
+            self._set_state(TRAINING)
+
+    def _show_step(self, m: StepMetrics) -> None:
+        done = m.step + 1
+        self.progress.setRange(0, max(1, m.total_steps))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"%p%  ·  step {done} of {m.total_steps}")
+        self.stats.setText(f"Epoch {m.epoch + 1} of {max(self._epochs, m.epoch + 1)}  ·  "
+                           f"step {m.epoch_step + 1} of {m.steps_per_epoch}  ·  "
+                           f"{m.images_per_second:.0f} images/s  ·  "
+                           f"about {format_duration(m.eta_seconds)} left")
+
+    # ---- endings ---------------------------------------------------------------------------
+    def _train_succeeded(self, _result: object) -> None:
+        finished = self.last_finished
+        stopped = finished is None or finished.stopped
+        if stopped:
+            step = finished.step if finished else 0
+            self.status.setText(f"Stopped at step {step}. The checkpoint is kept: resume "
+                                "whenever you like.")
+            self.progress.setFormat(f"Stopped at step {step}")
+        else:
+            self.progress.setValue(self.progress.maximum())
+            self.progress.setFormat(f"Finished in {format_duration(finished.seconds)}")
+            self.status.setText("Training finished.")
+
+    def _train_failed(self, message: str, details: str) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setFormat("Failed")
+        self.status.setText(f"Training failed: {message}")
+        kept = self.run_dir is not None and (self.run_dir / "checkpoint.pt").is_file()
+        box = QMessageBox(QMessageBox.Icon.Critical, "Training failed", message,
+                          QMessageBox.StandardButton.Ok, self)
+        box.setInformativeText("The last checkpoint is kept; fix the problem and resume."
+                               if kept else "Nothing was lost; fix the problem and start again.")
+        box.setDetailedText(details)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        box.open()  # window-modal without a nested event loop
+        self.error_box = box
+        self.failed.emit(message)
+
+    def _train_cancelled(self) -> None:
+        # Stopped while the model was still loading: nothing trained, nothing to keep.
+        self.status.setText("Stopped before training began.")
+        self.progress.setRange(0, 1)
+        self.progress.setFormat("Stopped")
+
+    def _train_finished(self, worker: Worker) -> None:
+        self._train_worker = None
+        worker.deleteLater()
+        finished = self.last_finished
+        self._set_state(IDLE)
+        if self.run_dir is not None:
+            stopped = finished is None or finished.stopped
+            self.runEnded.emit(self.run_dir, stopped)
+            if not stopped:
+                self.compute_results()
+
+    def compute_results(self) -> None:
+        """Classify the run's folder with both models, cache it, then hand it on."""
+        if self.run_dir is None or self._predict_worker is not None:
+            return
+        device = self.request.project.device if self.request is not None else "auto"
+        worker = Worker(predict_task(self.run_dir, device), name="predict", parent=self)
+        worker.event.connect(self.handle_event)
+        run_dir = self.run_dir
+        worker.succeeded.connect(lambda p: self._predicted(p, run_dir))
+        worker.failed.connect(self._predict_failed)
+        worker.finished.connect(lambda w=worker: self._predict_finished(w))
+        self._predict_worker = worker
+        self.results_button.hide()
+        self._set_state(PREDICTING)
+        worker.start()
+
+    def _predicted(self, predictions, run_dir: Path) -> None:
+        self.progress.setFormat("Done")
+        self.status.setText(f"Classified {len(predictions)} images.")
+        self.resultsReady.emit(predictions, run_dir)
+
+    def _predict_failed(self, message: str, details: str) -> None:
+        box = QMessageBox(QMessageBox.Icon.Critical, "Could not classify the images", message,
+                          QMessageBox.StandardButton.Ok, self)
+        box.setInformativeText("The adapted model is saved; try “Show results” again.")
+        box.setDetailedText(details)
+        box.open()
+        self.error_box = box
+        self.failed.emit(message)
+
+    def _predict_finished(self, worker: Worker) -> None:
+        self._predict_worker = None
+        worker.deleteLater()
+        self._set_state(IDLE)

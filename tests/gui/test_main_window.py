@@ -1,0 +1,246 @@
+"""Drive the real main window offscreen: a new project, class names, the zero-shot preview,
+a short training run on a tiny model, pause / resume / stop, closing during training,
+errors, the demo project and the About box."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from must_engine.project import Project
+from must_gui.main_window import RESULTS, SETUP, START, TRAINING, MainWindow
+from must_gui.pages import training_page as training_module
+from must_gui.preferences import load_preferences
+from tests.gui.conftest import click_button_in_message_box
+
+pytestmark = pytest.mark.gui
+
+CLASSES = ["red circle", "green square", "blue circle"]
+LONG = 60_000
+
+
+def prepare(window: MainWindow, qtbot, path: Path, images: Path, model: Path, *,
+            epochs: int, batch: int = 8) -> None:
+    """A project set up through the setup page's public methods."""
+    window.new_project(path)
+    page = window.setup_page
+    page.set_folder(images)
+    assert page.model_picker.use_local_folder(model)
+    page.class_editor.set_names(CLASSES)
+    page.plain_form.editor("epochs").setValue(epochs)
+    page.plain_form.editor("batch_size").setValue(batch)
+    qtbot.waitUntil(lambda: page.num_images == 24, timeout=20_000)
+    assert page.problem() == ""
+
+
+def start_and_wait_for_steps(window: MainWindow, qtbot, steps: int = 1) -> None:
+    window.setup_page.start_button.click()
+    assert window.current_page() == TRAINING
+    qtbot.waitUntil(lambda: window.training_page.plots.points >= steps, timeout=LONG)
+
+
+def test_full_flow_setup_preview_train_results(window, qtbot, tmp_path, monkeypatch,
+                                               image_folder, tiny_model_dir):
+    assert window.current_page() == START
+    project_file = tmp_path / "shapes.mustproj"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        staticmethod(lambda *a, **k: (str(project_file), "")))
+    qtbot.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
+    assert window.current_page() == SETUP
+    assert project_file.is_file()
+    page = window.setup_page
+
+    # The folder, typed and confirmed with Enter.
+    page.folder_edit.setFocus()
+    page.folder_edit.clear()
+    qtbot.keyClicks(page.folder_edit, str(image_folder))
+    with qtbot.waitSignal(page.folderScanned, timeout=20_000) as scanned:
+        qtbot.keyClick(page.folder_edit, Qt.Key.Key_Return)
+    assert scanned.args == [24]
+    assert "24" in page.scan_label.text()
+    assert page.model_picker.use_local_folder(tiny_model_dir)
+
+    # Class names typed by hand: a duplicate is flagged at once and blocks the start.
+    editor = page.class_editor
+    qtbot.keyClicks(editor.edit, "red circle")
+    for name in ("green square", "Red  Circle", "green squares"):
+        qtbot.keyClick(editor.edit, Qt.Key.Key_Return)
+        qtbot.keyClicks(editor.edit, name)
+    editor.flush()
+    assert editor.has_duplicates()
+    assert editor.flagged_lines() == {0: "duplicate", 1: "near", 2: "duplicate", 3: "near"}
+    assert "repeats" in editor.issues.text()
+    assert not page.start_button.isEnabled()
+    assert "twice" in page.status_label.text()
+    editor.set_names(CLASSES)
+    assert not editor.has_duplicates()
+    assert page.start_button.isEnabled()
+
+    page.plain_form.editor("epochs").setValue(2)
+    page.plain_form.editor("batch_size").setValue(8)
+    assert window.project.overrides == {"epochs": 2, "batch_size": 8}
+
+    # Zero-shot preview: counts per class and thumbnails.
+    with qtbot.waitSignal(page.previewFinished, timeout=LONG) as preview:
+        page.preview_button.click()
+    predictions = preview.args[0]
+    assert len(predictions) == 24
+    assert sum(page.counts_chart.bars.counts) == 24
+    assert page.preview_box.isVisible()
+    qtbot.waitUntil(lambda: page.strips.filled_count() > 0, timeout=20_000)
+
+    # Training; then predictions, and the window moves on to the results.
+    with qtbot.waitSignal(window.training_page.resultsReady, timeout=LONG) as done:
+        page.start_button.click()
+        assert window.current_page() == TRAINING
+    assert window.current_page() == RESULTS
+    plots = window.training_page.plots
+    plots.redraw()
+    assert plots.points == 6  # 24 images / batch 8 = 3 steps, 2 epochs
+    assert plots.curve_points("loss_total") == 6
+    assert plots.curve_points("lr") == 6
+    assert sum(plots.class_bars.counts) == 24
+    assert plots.epochs_seen == 2
+    assert "Epoch 2 of 2" in window.training_page.stats.text()
+    run_dir = Path(done.args[1])
+    assert run_dir.name == "run-001"  # the run the preview prepared was trained
+    saved = json.loads(project_file.read_text(encoding="utf-8"))
+    assert saved["runs"] == ["shapes_runs/run-001"]
+    assert saved["predictions"] == "shapes_runs/run-001/predictions.npz"
+    assert (run_dir / "predictions.npz").is_file()
+    assert (run_dir / "model.safetensors").is_file()
+
+    # Reopening the project goes straight back to the results.
+    window.save_project()
+    again = MainWindow(load_preferences())
+    qtbot.addWidget(again)
+    assert str(project_file) == again.preferences.recent_projects[0]
+    again.open_project(project_file)
+    qtbot.waitUntil(lambda: again.current_page() == RESULTS, timeout=LONG)
+    assert again.setup_page.class_editor.names() == CLASSES
+    again.close()
+
+
+def test_pause_resume_and_stop_keep_the_checkpoint(window, qtbot, tmp_path, image_folder,
+                                                   tiny_model_dir):
+    prepare(window, qtbot, tmp_path / "p.mustproj", image_folder, tiny_model_dir, epochs=200)
+    page = window.training_page
+    start_and_wait_for_steps(window, qtbot)
+
+    page.pause_button.click()
+    qtbot.waitUntil(lambda: page.state == training_module.PAUSED, timeout=LONG)
+    assert page.pause_button.text().replace("&", "") == "Resume"
+    points = page.plots.points
+    qtbot.wait(400)
+    assert page.plots.points == points  # nothing trains while paused
+
+    page.pause_button.click()
+    qtbot.waitUntil(lambda: page.plots.points > points + 2, timeout=LONG)
+    assert page.state == training_module.TRAINING
+
+    with qtbot.waitSignal(page.runEnded, timeout=LONG) as ended:
+        page.stop_button.click()
+    run_dir, stopped = ended.args
+    assert stopped
+    assert (Path(run_dir) / "checkpoint.pt").is_file()
+    assert json.loads((Path(run_dir) / "run.json").read_text())["status"] == "stopped"
+    assert page.resume_button.isVisible()
+    assert "checkpoint" in page.status.text().lower()
+
+    # Resuming goes on from the saved step, with the earlier curve kept.
+    before = page.plots.points
+    page.resume_button.click()
+    qtbot.waitUntil(lambda: page.plots.points > before + 1, timeout=LONG)
+    with qtbot.waitSignal(page.runEnded, timeout=LONG):
+        page.stop()
+
+
+def test_closing_during_training_asks_then_stops_cleanly(window, qtbot, tmp_path, monkeypatch,
+                                                         image_folder, tiny_model_dir):
+    prepare(window, qtbot, tmp_path / "p.mustproj", image_folder, tiny_model_dir, epochs=200)
+    start_and_wait_for_steps(window, qtbot)
+    run_dir = Path(window.project.current_run)
+
+    monkeypatch.setattr(QMessageBox, "exec", click_button_in_message_box("Cancel"))
+    window.close()
+    assert window.isVisible()
+    assert window.training_page.is_training()
+
+    monkeypatch.setattr(QMessageBox, "exec", click_button_in_message_box("Stop and quit"))
+    window.close()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=LONG)
+    assert not window.training_page.is_busy()
+    assert (run_dir / "checkpoint.pt").is_file()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "stopped"
+    assert Project.load(tmp_path / "p.mustproj").current_run == str(run_dir)
+
+
+def test_training_errors_are_shown_with_the_detail(window, qtbot, tmp_path, monkeypatch,
+                                                   image_folder, tiny_model_dir):
+    prepare(window, qtbot, tmp_path / "p.mustproj", image_folder, tiny_model_dir, epochs=1)
+
+    def broken_train(*_args, **_kwargs):
+        yield from ()
+        raise RuntimeError("The GPU caught fire; try the CPU.")
+
+    import must_engine.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "train", broken_train)
+    page = window.training_page
+    with qtbot.waitSignal(page.failed, timeout=LONG) as failed:
+        window.setup_page.start_button.click()
+    assert failed.args == ["The GPU caught fire; try the CPU."]
+    box = page.error_box
+    assert box.isVisible()
+    assert box.text() == "The GPU caught fire; try the CPU."
+    assert "Traceback" in box.detailedText() and "broken_train" in box.detailedText()
+    assert "failed" in page.status.text()
+    box.close()
+    qtbot.waitUntil(lambda: not page.is_busy(), timeout=LONG)
+
+
+def test_demo_project_opens_from_the_start_page(window, qtbot, monkeypatch, image_folder,
+                                                tiny_model_dir, tmp_path):
+    from must_engine import demo_files
+
+    monkeypatch.setattr(demo_files, "demo_available", lambda: True)
+    monkeypatch.setattr(demo_files, "demo_images_dir", lambda: image_folder)
+    monkeypatch.setattr(demo_files, "demo_model_dir", lambda: tiny_model_dir)
+    monkeypatch.setattr(demo_files, "demo_class_names", lambda: list(CLASSES))
+    monkeypatch.setattr(demo_files, "demo_templates", lambda: [])
+    window.start_page.demo_button.setEnabled(True)
+    window.start_page.demo_button.click()
+    project = window.project
+    assert project is not None and project.name == "MUST demo"
+    assert Path(project.path).is_relative_to(Path(tmp_path).parent) or project.path.exists()
+    assert project.overrides == demo_files.demo_settings_overrides()
+    assert project.model == f"local-dir:{tiny_model_dir}"
+    assert window.current_page() == SETUP
+    assert window.setup_page.class_editor.names() == CLASSES
+    qtbot.waitUntil(lambda: window.setup_page.num_images == 24, timeout=20_000)
+    assert window.setup_page.plain_form.editor("epochs").value() == 10
+
+
+def test_about_dialog_and_keyboard_navigation(window, qtbot, tmp_path):
+    window.about_action.trigger()
+    dialog = window.about_dialog
+    assert dialog.isVisible()
+    text = dialog.text()
+    for name in ("MUST Studio", "PyTorch", "open_clip", "Qt", "PySide6", "pyqtgraph",
+                 "Device in use", "Model cache"):
+        assert f"{name}:" in text
+    assert "not installed" not in dialog.value_labels["PyTorch"].text()
+    dialog.close()
+
+    # Without a project only the start page can be reached; with one, Ctrl+2 opens setup.
+    qtbot.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
+    assert window.current_page() == START
+    window.new_project(tmp_path / "k.mustproj")
+    window.show_page(START)
+    qtbot.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
+    assert window.current_page() == SETUP
+    assert window.windowIcon().isNull() is False

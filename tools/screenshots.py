@@ -1,0 +1,162 @@
+"""Render a screenshot of each screen of MUST Studio into a folder, for review and the README.
+
+Run it under a display; on a headless machine under Xvfb:
+
+    xvfb-run -s "-screen 0 1400x900x24" python tools/screenshots.py [OUT_DIR]
+
+OUT_DIR defaults to docs/screenshots/. The script walks the real window through the start
+page, the setup (folder and classes), the zero-shot preview, training in progress, the
+results and the About box. It uses the embedded demo when it is installed and otherwise
+made-up pictures with a tiny random model. Settings go to a temporary folder, never to the
+user's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+WINDOW_SIZE = (1360, 860)
+
+
+def wait_until(app, condition: Callable[[], bool], timeout: float = 180.0,
+               what: str = "the app") -> None:
+    from PySide6.QtCore import QEventLoop
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Timed out waiting for {what}.")
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.01)
+
+
+def settle(app, seconds: float = 0.4) -> None:
+    """Let layouts, timers and repaints catch up before a grab."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def shoot(app, widget, path: Path) -> None:
+    settle(app)
+    image = widget.grab()
+    if not image.save(str(path)):
+        raise OSError(f"Could not write {path}.")
+    print(f"wrote {path}", flush=True)
+
+
+def example_data(scratch: Path) -> tuple[Path, Path, list[str]]:
+    """Images, model folder and class names: the demo if installed, else made-up ones."""
+    from must_engine import demo_files
+
+    if demo_files.demo_available():
+        return (demo_files.demo_images_dir(), demo_files.demo_model_dir(),
+                demo_files.demo_class_names())
+    from must_engine.sandbox.world import CLASS_NAMES, write_folder
+    from must_engine.testing import write_tiny_model
+
+    images = scratch / "holiday photos"
+    write_folder(images, 12, "source", 0, by_class_subfolders=True, image_size=96)
+    (images / "notes.jpg").write_text("not really a picture")  # shows the skipped list
+    model = write_tiny_model(scratch / "tiny-model")
+    return images, model, list(CLASS_NAMES[:6])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", type=Path, default=ROOT / "docs" / "screenshots")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs of the example run")
+    args = parser.parse_args(argv)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    scratch = Path(tempfile.mkdtemp(prefix="must-screens-"))
+    os.environ["MUST_STUDIO_CONFIG_DIR"] = str(scratch / "config")
+    os.environ["MUST_STUDIO_DATA_DIR"] = str(scratch / "data")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from must_gui.app import create_application
+    from must_gui.main_window import RESULTS, SETUP, START, MainWindow
+    from must_gui.preferences import load_preferences
+
+    app = create_application([sys.argv[0]])
+    images, model, classes = example_data(scratch)
+    window = MainWindow(load_preferences())
+    window.resize(*WINDOW_SIZE)
+    window.show()
+
+    # A couple of earlier projects, so the start page shows its recent list.
+    for name in ("Birds in the garden", "Shop products"):
+        window.new_project(scratch / "projects" / f"{name}.mustproj")
+    window.new_project(scratch / "projects" / "Shapes.mustproj")
+    window.show_page(START)
+    shoot(app, window, out / "01-start.png")
+
+    page = window.setup_page
+    window.show_page(SETUP)
+    page.set_folder(images)
+    page.model_picker.use_local_folder(model)
+    page.class_editor.set_names(classes)
+    page.plain_form.editor("epochs").setValue(args.epochs)
+    page.plain_form.editor("batch_size").setValue(16)
+    wait_until(app, lambda: page.num_images is not None and not page.model_picker.is_loading()
+               and not page.device_picker.is_loading(), what="the folder scan and model list")
+    page.scroll.verticalScrollBar().setValue(0)
+    shoot(app, window, out / "02-setup.png")
+
+    page.advanced_section.set_expanded(True)
+    settle(app)
+    page.scroll.ensureWidgetVisible(page.advanced_section, 0, 0)
+    shoot(app, window, out / "03-setup-advanced.png")
+    page.advanced_section.set_expanded(False)
+
+    done = []
+    page.previewFinished.connect(done.append)
+    page.start_preview()
+    wait_until(app, lambda: bool(done), what="the zero-shot preview")
+    wait_until(app, lambda: not page.thumbnails_loading(), what="the thumbnails")
+    page.scroll.ensureWidgetVisible(page.preview_box, 0, 0)
+    shoot(app, window, out / "04-zero-shot-preview.png")
+
+    training = window.training_page
+    results = []
+    training.resultsReady.connect(lambda p, r: results.append(p))
+    page.request_start()
+    steps_per_epoch = max(1, (page.num_images or 1) // 16)
+    wait_until(app, lambda: training.plots.epochs_seen >= 2
+               and training.plots.points >= 2 * steps_per_epoch + 2,
+               what="two epochs of training")
+    training.pause()
+    wait_until(app, lambda: training.state == "paused", what="the pause")
+    shoot(app, window, out / "05-training.png")
+    training.resume()
+    wait_until(app, lambda: bool(results), timeout=600, what="the end of training")
+    wait_until(app, lambda: window.current_page() == RESULTS, what="the results page")
+    settle(app, 2.0)  # thumbnails load in the background
+    shoot(app, window, out / "06-results.png")
+
+    window.show_about()
+    dialog = window.about_dialog
+    settle(app)
+    shoot(app, dialog, out / "07-about.png")
+    dialog.close()
+
+    window._quit_after_stop = True
+    window.close()
+    window.wait_for_workers(30_000)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
