@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", type=Path, required=True)
     x.add_argument("--link", default="copy", choices=["copy", "symlink", "hardlink"],
                    help="for --format folders: copy the images or link them")
+    x.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output file (folders must still be new or empty)")
 
     d = sub.add_parser("demo", help="run the whole pipeline offline on the embedded demo")
     d.add_argument("--out", type=Path, help="folder for the demo run (default: a temp folder)")
@@ -347,7 +349,7 @@ def cmd_export(args) -> int:
     from must_engine.export import export_run
 
     result = export_run(args.run, args.format, args.out, link=args.link,
-                        on_event=Progress(False))
+                        overwrite=args.overwrite, on_event=Progress(False))
     for check in result.checks:
         print(f"{check.format}: max abs difference {check.max_abs_diff:.2e} "
               f"(tolerance {check.tolerance:.0e}) on {check.samples} images: "

@@ -95,6 +95,7 @@ class ResultsHost(QWidget):
         super().__init__(parent)
         self.setObjectName("page")
         self.page = None
+        self._fallback_results = False
         self.empty = QLabel("No results yet. Train a model and the predictions for every "
                             "image appear here.")
         self.empty.setObjectName("hint")
@@ -111,8 +112,9 @@ class ResultsHost(QWidget):
                 counts = predictions.class_counts()
                 lines = [f"{n}: {c}" for n, c in zip(predictions.class_names, counts,
                                                      strict=True)]
-                self.empty.setText("The results browser is not installed.\n"
+                self.empty.setText("The results browser could not be loaded (see the log).\n"
                                    f"{len(predictions)} images:\n" + "\n".join(lines))
+                self._fallback_results = True
                 return
             self.page = cls(self)
             self.layout_.removeWidget(self.empty)
@@ -121,7 +123,9 @@ class ResultsHost(QWidget):
         self.page.set_results(predictions, run_dir)
 
     def has_results(self) -> bool:
-        return self.page is not None and getattr(self.page, "predictions", None) is not None
+        if self.page is None:
+            return self._fallback_results
+        return getattr(self.page, "predictions", None) is not None
 
     def open_export(self) -> None:
         if self.page is not None and hasattr(self.page, "open_export_dialog"):
@@ -472,8 +476,15 @@ class MainWindow(QMainWindow):
 
     # ---- help ------------------------------------------------------------------------------
     def device_in_use(self) -> str:
+        """The device the last run reported, else what the project's choice means here."""
+        picker = self.setup_page.device_picker
+        if self.training_page.device:
+            return picker.label_for(self.training_page.device)
         choice = self.project.device if self.project is not None else "auto"
-        return self.setup_page.device_picker.label_for(choice)
+        devices = picker.devices()
+        if choice == "auto" and devices:
+            return f"automatic: {devices[0][1]}"  # GPUs are listed first
+        return picker.label_for(choice)
 
     def show_about(self) -> None:
         from must_gui.about_dialog import AboutDialog

@@ -33,11 +33,12 @@ LOSS_SERIES = (
     ("loss_align", "alignment", "#b03ab5", 1.4),
 )
 CONFIDENCE_SERIES = (
-    ("confident_fraction", "confident fraction", "#2e6fdb", 1.6),
-    ("teacher_confidence", "mean teacher confidence", "#e07b1a", 1.6),
+    ("confident_fraction", "fraction confident", "#2e6fdb", 1.6),
+    ("teacher_confidence", "mean", "#e07b1a", 1.6),
 )
 BAR_ALL = "#b7cdf3"
 BAR_CONFIDENT = "#2e6fdb"
+THRESHOLD_COLOUR = "#d92d20"
 MAX_NAMED_CLASSES = 40
 
 
@@ -74,9 +75,12 @@ class _Series:
         return self._y[: self.n]
 
 
-def _style_plot(plot: pg.PlotItem, title: str, x_label: str = "", y_label: str = "") -> None:
+def _style_plot(plot: pg.PlotItem, title: str, x_label: str = "", y_label: str = "",
+                grid_y: bool = True) -> None:
     plot.setTitle(_title(title))
-    plot.showGrid(x=True, y=True, alpha=GRID_ALPHA)
+    plot.showGrid(x=True, y=grid_y, alpha=GRID_ALPHA)
+    for side in ("left", "bottom"):
+        plot.getAxis(side).setStyle(maxTickLevel=1)  # no sub-minor grid lines
     if x_label:
         plot.setLabel("bottom", x_label)
     if y_label:
@@ -133,7 +137,7 @@ class ClassCountsChart(pg.PlotWidget):
         configure_pyqtgraph()
         super().__init__(parent)
         self.setObjectName("classCountsChart")
-        _style_plot(self.getPlotItem(), "Images per predicted class", "images")
+        _style_plot(self.getPlotItem(), "Images per predicted class", "images", grid_y=False)
         self.bars = ClassBars(self.getPlotItem())
 
     def set_counts(self, names: Sequence[str], counts: Sequence[int]) -> None:
@@ -163,9 +167,10 @@ class TrainingPlots(QWidget):
         self.confidence_plot.setYRange(0, 1.02, padding=0)
         self.lr_plot = self.view.addPlot(row=1, col=0)
         _style_plot(self.lr_plot, "Learning rate", "step")
+        self.lr_plot.setTitle(_title("Learning rate") + "<br>" + _key("#2e6fdb", "cosine schedule"))
         self.lr_plot.getAxis("left").enableAutoSIPrefix(True)
         self.labels_plot = self.view.addPlot(row=1, col=1)
-        _style_plot(self.labels_plot, "Pseudo-labels per class", "images")
+        _style_plot(self.labels_plot, "Pseudo-labels per class", "images", grid_y=False)
         self.hist_plot = self.view.addPlot(row=1, col=2)
         _style_plot(self.hist_plot, "Confidence histogram", "teacher confidence")
         self.hist_plot.setMouseEnabled(x=False, y=False)
@@ -176,20 +181,20 @@ class TrainingPlots(QWidget):
             plot.setClipToView(True)
         self.series: dict[str, _Series] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
-        self.loss_plot.addLegend(offset=(-10, 10), labelTextColor=TEXT, brush=(255, 255, 255, 200))
+        # Legends go in the titles: a legend box inside the plot hides the curves under it.
         for key, label, colour, width in LOSS_SERIES:
             self._add_curve(self.loss_plot, key, label, colour, width)
-        self.confidence_plot.addLegend(offset=(-10, -10), labelTextColor=TEXT,
-                                       brush=(255, 255, 255, 200))
+        self.loss_plot.setTitle(_legend_title("Losses", LOSS_SERIES))
         for key, label, colour, width in CONFIDENCE_SERIES:
             self._add_curve(self.confidence_plot, key, label, colour, width)
+        self.confidence_plot.setTitle(_legend_title("Teacher confidence", CONFIDENCE_SERIES))
         self._add_curve(self.lr_plot, "lr", "", "#2e6fdb", 1.6)
 
         self.class_bars = ClassBars(self.labels_plot)
         self.hist_bars = pg.BarGraphItem(x0=[], x1=[], y0=[], y1=[], brush=BAR_CONFIDENT,
                                          pen=pg.mkPen("w", width=1))
         self.hist_plot.addItem(self.hist_bars)
-        self.threshold_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#d92d20", width=1.5,
+        self.threshold_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(THRESHOLD_COLOUR, width=1.5,
                                                                      style=Qt.PenStyle.DashLine))
         self.hist_plot.addItem(self.threshold_line)
         self.threshold_line.hide()
@@ -202,10 +207,11 @@ class TrainingPlots(QWidget):
         self._timer.setInterval(REDRAW_MS)
         self._timer.timeout.connect(self.redraw)
         self._timer.start()
+        self.reset()
 
     def _add_curve(self, plot: pg.PlotItem, key: str, label: str, colour: str,
                    width: float) -> None:
-        curve = plot.plot([], [], pen=pg.mkPen(colour, width=width), name=label or None)
+        curve = plot.plot([], [], pen=pg.mkPen(colour, width=width))
         self.series[key] = _Series()
         self.curves[key] = curve
 
@@ -218,10 +224,24 @@ class TrainingPlots(QWidget):
         self.class_names = list(class_names)
         self.class_bars.set_counts(self.class_names, [0] * len(self.class_names),
                                    [0] * len(self.class_names))
-        self.labels_plot.setTitle(_title("Pseudo-labels per class"))
+        self._title_bars(None)
+        self._title_hist(None)
         self.hist_bars.setOpts(x0=[], x1=[], y0=[], y1=[])
         self.set_threshold(threshold)
         self._dirty = True
+
+    # Every title has two lines (name, then a key) so the plots in a row line up.
+    def _title_bars(self, epoch: int | None) -> None:
+        when = f", epoch {epoch}" if epoch else ""
+        self.labels_plot.setTitle(_title(f"Pseudo-labels per class{when}") + "<br>"
+                                  + _key(BAR_ALL, "all") + "&nbsp;&nbsp;"
+                                  + _key(BAR_CONFIDENT, "above the threshold"))
+
+    def _title_hist(self, epoch: int | None) -> None:
+        when = f", epoch {epoch}" if epoch else ""
+        self.hist_plot.setTitle(_title(f"Teacher confidence histogram{when}") + "<br>"
+                                + _key(BAR_CONFIDENT, "images") + "&nbsp;&nbsp;"
+                                + _key(THRESHOLD_COLOUR, "threshold"))
 
     def set_threshold(self, threshold: float | None) -> None:
         if threshold is None:
@@ -246,15 +266,14 @@ class TrainingPlots(QWidget):
         self.epochs_seen = event.epoch + 1
         names = self.class_names or [str(i) for i in range(len(event.pseudo_label_counts))]
         self.class_bars.set_counts(names, event.pseudo_label_counts, event.confident_counts)
-        self.labels_plot.setTitle(_title(f"Pseudo-labels per class, epoch {event.epoch + 1} "
-                                         "(dark: confident)"))
+        self._title_bars(event.epoch + 1)
         edges = np.asarray(event.confidence_bin_edges, float)
         hist = np.asarray(event.confidence_histogram, float)
         if len(edges) == len(hist) + 1 and len(hist):
             self.hist_bars.setOpts(x0=edges[:-1], x1=edges[1:], y0=np.zeros(len(hist)), y1=hist)
             self.hist_plot.setXRange(0, 1, padding=0.02)
             self.hist_plot.setYRange(0, max(1.0, hist.max()) * 1.08, padding=0)
-        self.hist_plot.setTitle(_title(f"Confidence histogram, epoch {event.epoch + 1}"))
+        self._title_hist(event.epoch + 1)
 
     def load_history(self, run_dir: str | Path) -> int:
         """Replay a run's metrics.jsonl (a resumed or reopened run); returns steps read."""
@@ -300,3 +319,13 @@ class TrainingPlots(QWidget):
 
 def _title(text: str) -> str:
     return f"<span style='color:{TEXT};font-size:10pt;font-weight:600'>{text}</span>"
+
+
+def _key(colour: str, label: str) -> str:
+    return (f"<span style='color:{colour};font-size:9pt'>&#9644;</span>"
+            f"<span style='color:{TEXT};font-size:9pt'>&nbsp;{label}</span>")
+
+
+def _legend_title(text: str, series) -> str:
+    keys = "&nbsp;&nbsp;".join(_key(colour, label) for _k, label, colour, _w in series)
+    return f"{_title(text)}<br>{keys}"

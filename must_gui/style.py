@@ -24,6 +24,7 @@ QListWidget#navigation::item:disabled { color: #98a2b3; }
 QLabel#pageTitle { font-size: 17pt; font-weight: 600; color: #101828; }
 QLabel#pageSubtitle, QLabel#hint { color: #667085; }
 QLabel#problem { color: #b42318; }
+QLabel#formHeading { color: #475467; font-weight: 600; padding-top: 4px; }
 QLabel#ready { color: #1f7a44; }
 QGroupBox {
     background: white; border: 1px solid #dde2ea; border-radius: 8px;
@@ -49,7 +50,7 @@ QPlainTextEdit, QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox, QListWidget, QTr
     background: white;
 }
 QListWidget#recentList { border: 1px solid #dde2ea; border-radius: 8px; padding: 4px; }
-QListWidget#recentList::item { padding: 8px; border-radius: 6px; }
+QListWidget#recentList::item { border-radius: 6px; }
 QListWidget#recentList::item:selected { background: #dbe6fa; color: #173b7a; }
 QScrollArea { border: none; background: transparent; }
 QStatusBar { background: #eef1f6; color: #475467; }

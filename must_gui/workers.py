@@ -60,6 +60,11 @@ class _TaskThread(QThread):
     failed = Signal(str, str)
     cancelled = Signal()
 
+    # Started threads are held here until their Worker hears they ended: if the widget that
+    # owns a Worker is deleted first, destroying a running QThread would abort the process.
+    # (Released on the GUI thread; a thread whose Worker is gone stays, finished and idle.)
+    keep_alive: set[_TaskThread] = set()
+
     def __init__(self, task: Task, stop_flag: threading.Event, stop_generator: bool,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -135,6 +140,7 @@ class Worker(QObject):
         if self._running:
             raise RuntimeError("This worker is already running.")
         self._running = True
+        _TaskThread.keep_alive.add(self._thread)
         self._thread.start()
 
     def cancel(self) -> None:
@@ -168,4 +174,5 @@ class Worker(QObject):
     @Slot()
     def _on_thread_finished(self) -> None:
         self._running = False
+        _TaskThread.keep_alive.discard(self._thread)
         self.finished.emit()

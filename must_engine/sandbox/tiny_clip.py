@@ -200,6 +200,8 @@ def pretrain_tiny_clip(
     epochs: int | None = None,
     settings: PretrainSettings | None = None,
     templates: Sequence[str] = PRETRAIN_TEMPLATES,
+    config: dict | None = None,
+    device: str | torch.device = "cpu",
     log: Callable[[str], None] | None = None,
     on_epoch_end: Callable[[int, torch.nn.Module], None] | None = None,
 ) -> torch.nn.Module:
@@ -214,13 +216,14 @@ def pretrain_tiny_clip(
         settings = PretrainSettings(**{**settings.__dict__, "epochs": epochs})
     if not images_with_labels:
         raise ValueError("pretrain_tiny_clip needs at least one labelled picture.")
-    cfg = tiny_clip_config()
+    cfg = deepcopy(config) if config is not None else tiny_clip_config()
     size = cfg["vision_cfg"]["image_size"]
-    register_tiny_clip()
-    tokenizer = open_clip.get_tokenizer(TINY_CLIP_NAME)
+    tokenizer = open_clip.get_tokenizer(
+        context_length=cfg["text_cfg"].get("context_length", 77)
+    )
 
     with deterministic_torch(seed, settings.threads) as gen:
-        model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
+        model = open_clip.model.CLIP(**cfg).to(device)
         model.train()
         images = images_to_tensor([im for im, _ in images_with_labels], size)
         labels = torch.tensor([int(c) for _, c in images_with_labels], dtype=torch.long)
@@ -250,9 +253,10 @@ def pretrain_tiny_clip(
                 y = labels[idx]
                 if settings.augment:
                     x = _augment(x, gen)
-                x = normalise(x)
+                x = normalise(x).to(device)
                 tpl = torch.randint(0, len(templates), (len(idx),), generator=gen)
-                tokens = caption_tokens[y, tpl]
+                tokens = caption_tokens[y, tpl].to(device)
+                y = y.to(device)
 
                 lr = _lr_at(step, total, settings)
                 for group in opt.param_groups:
@@ -358,14 +362,16 @@ def zero_shot_accuracy(
     from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
     model.eval()
+    device = next(model.parameters()).device
     weights = build_zero_shot_classifier(
-        model, tokenizer, list(class_names), list(templates), num_classes_per_batch=None
+        model, tokenizer, list(class_names), list(templates), num_classes_per_batch=None,
+        device=device,
     )
     correct = 0
     for start in range(0, len(images_with_labels), batch_size):
         chunk = images_with_labels[start:start + batch_size]
-        x = torch.stack([preprocess(im) for im, _ in chunk])
-        y = torch.tensor([c for _, c in chunk])
+        x = torch.stack([preprocess(im) for im, _ in chunk]).to(device)
+        y = torch.tensor([c for _, c in chunk], device=device)
         feats = model.encode_image(x, normalize=True)
         correct += int((feats @ weights).argmax(dim=1).eq(y).sum())
     return correct / max(1, len(images_with_labels))

@@ -18,6 +18,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
+    QBoxLayout,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -49,7 +50,7 @@ from must_gui.widgets.settings_form import (
     PLAIN_FIELDS,
     PresetPicker,
     SettingsForm,
-    advanced_field_names,
+    advanced_sections,
     base_settings,
 )
 from must_gui.widgets.thumbnail_strips import ClassThumbnailStrips
@@ -58,6 +59,7 @@ from must_gui.workers import TaskContext, Worker
 THUMBS_PER_CLASS = 6
 THUMB_SIZE = 72
 SCAN_REPORT_SECONDS = 0.1
+TWO_COLUMN_WIDTH = 1120
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ class SetupPage(QWidget):
         self.folder_edit = QLineEdit()
         self.folder_edit.setPlaceholderText("A folder of photos (subfolders included)")
         self.folder_edit.setAccessibleName("Image folder")
-        self.folder_edit.returnPressed.connect(lambda: self.set_folder(self.folder_edit.text()))
+        self.folder_edit.editingFinished.connect(self._folder_typed)
         self.folder_button = QPushButton("Choose &folder…")
         self.folder_button.clicked.connect(self.choose_folder)
         row = QHBoxLayout()
@@ -184,7 +186,7 @@ class SetupPage(QWidget):
         self.skipped_list.setHeaderLabels(["File", "Why it was skipped"])
         self.skipped_list.setRootIsDecorated(False)
         self.skipped_list.setMinimumHeight(110)
-        self.skipped_list.setColumnWidth(0, 260)
+        self.skipped_list.setColumnWidth(0, 220)
         self.skipped_section = Collapsible("Skipped files", self.skipped_list)
         self.skipped_section.hide()
         images.addWidget(self.skipped_section)
@@ -226,9 +228,12 @@ class SetupPage(QWidget):
 
         # Training settings
         settings_box, settings = _group("4  Training")
-        self.plain_form = SettingsForm(list(PLAIN_FIELDS))
+        self.plain_form = SettingsForm([("", list(PLAIN_FIELDS))])
         self.plain_form.changed.connect(self._settings_changed)
         settings.addWidget(self.plain_form)
+        self.override_hint = QLabel("Settings in bold are yours; the others follow the preset.")
+        self.override_hint.setObjectName("hint")
+        settings.addWidget(self.override_hint)
         advanced = QWidget()
         adv_layout = QVBoxLayout(advanced)
         adv_layout.setContentsMargins(0, 0, 0, 0)
@@ -238,7 +243,7 @@ class SetupPage(QWidget):
         self.preset_picker.currentIndexChanged.connect(self._preset_changed)
         preset_form.addRow("P&reset:", self.preset_picker)
         adv_layout.addLayout(preset_form)
-        self.advanced_form = SettingsForm(advanced_field_names())
+        self.advanced_form = SettingsForm(advanced_sections(), columns=2)
         self.advanced_form.changed.connect(self._settings_changed)
         adv_layout.addWidget(self.advanced_form)
         reset = QPushButton("Reset all settings to the preset")
@@ -265,11 +270,13 @@ class SetupPage(QWidget):
         preview_box.hide()
 
         # Two columns in a scroll area, the actions always visible below.
-        columns = QHBoxLayout()
+        columns = QBoxLayout(QBoxLayout.Direction.LeftToRight)
         columns.setSpacing(16)
+        self._columns = columns
         left = QVBoxLayout()
         left.addWidget(images_box)
-        left.addWidget(classes_box, 1)
+        left.addWidget(classes_box)
+        left.addStretch(1)
         right = QVBoxLayout()
         right.addWidget(model_box)
         right.addWidget(settings_box)
@@ -287,6 +294,7 @@ class SetupPage(QWidget):
         body_layout.addStretch(1)
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.scroll.setWidget(body)
 
         self.download_bar = DownloadBar()
@@ -322,6 +330,15 @@ class SetupPage(QWidget):
             QShortcut(QKeySequence(keys), self, activated=self.request_start)
         self._update_readiness()
 
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        # Side by side when there is room, one above the other in a narrow window.
+        narrow = event.size().width() < TWO_COLUMN_WIDTH
+        direction = (QBoxLayout.Direction.TopToBottom if narrow
+                     else QBoxLayout.Direction.LeftToRight)
+        if self._columns.direction() != direction:
+            self._columns.setDirection(direction)
+        super().resizeEvent(event)
+
     def _fill_templates(self) -> None:
         from must_engine.classes import default_template_set_name, template_sets
 
@@ -337,9 +354,9 @@ class SetupPage(QWidget):
     # ---- project in and out ----------------------------------------------------------------
     def set_project(self, project: Project) -> None:
         self.cancel_work()
+        self._drop_prepared_run()  # a preview's run that was never trained
         self.project = project
         self.predictions = None
-        self._prepared = None
         self.preview_box.hide()
         self._loading = True
         try:
@@ -384,6 +401,11 @@ class SetupPage(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Choose the folder of photos", start)
         if folder:
             self.set_folder(folder)
+
+    def _folder_typed(self) -> None:
+        text = self.folder_edit.text().strip()
+        if self.project is not None and text and text != self.project.image_folder:
+            self.set_folder(text)
 
     def set_folder(self, folder: str | Path) -> None:
         text = str(folder).strip()
@@ -494,6 +516,7 @@ class SetupPage(QWidget):
             return
         self.project.overrides = {**self.plain_form.overrides(),
                                   **self.advanced_form.overrides()}
+        self.override_hint.setVisible(bool(self.project.overrides))
         self._edited()
 
     def _reset_settings(self) -> None:
@@ -513,6 +536,7 @@ class SetupPage(QWidget):
             self.preset_picker.describe(self.num_images)
             self.plain_form.set_state(base, self.project.overrides)
             self.advanced_form.set_state(base, self.project.overrides)
+            self.override_hint.setVisible(bool(self.project.overrides))
         finally:
             self._loading = was
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QColor, QFont, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QVBoxLayout,
     QWidget,
 )
@@ -19,6 +22,40 @@ from PySide6.QtWidgets import (
 from must_gui.style import app_icon
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
+DETAIL_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+class RecentItemDelegate(QStyledItemDelegate):
+    """Two lines per project: the name in bold, its folder and last change in grey."""
+
+    def sizeHint(self, option: QStyleOptionViewItem, index) -> QSize:  # noqa: N802 - Qt API
+        line = option.fontMetrics.height()
+        return QSize(option.rect.width(), 2 * line + 18)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index) -> None:
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        opt.text = ""  # the background and focus come from the style; the text from here
+        style = opt.widget.style() if opt.widget is not None else None
+        if style is not None:
+            style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
+        enabled = bool(index.flags() & Qt.ItemFlag.ItemIsEnabled)
+        rect = option.rect.adjusted(12, 8, -12, -8)
+        line = option.fontMetrics.height()
+        painter.save()
+        bold = QFont(option.font)
+        bold.setBold(True)
+        painter.setFont(bold)
+        painter.setPen(QColor("#101828" if enabled else "#98a2b3"))
+        painter.drawText(rect.adjusted(0, 0, 0, -line), Qt.AlignmentFlag.AlignLeft
+                         | Qt.AlignmentFlag.AlignTop, index.data(Qt.ItemDataRole.DisplayRole))
+        painter.setFont(option.font)
+        painter.setPen(QColor("#667085" if enabled else "#b42318"))
+        detail = option.fontMetrics.elidedText(index.data(DETAIL_ROLE) or "",
+                                               Qt.TextElideMode.ElideMiddle, rect.width())
+        painter.drawText(rect.adjusted(0, line + 2, 0, 0), Qt.AlignmentFlag.AlignLeft
+                         | Qt.AlignmentFlag.AlignTop, detail)
+        painter.restore()
 
 
 class StartPage(QWidget):
@@ -71,6 +108,7 @@ class StartPage(QWidget):
         self.recent_list = QListWidget()
         self.recent_list.setObjectName("recentList")
         self.recent_list.setAccessibleName("Recent projects")
+        self.recent_list.setItemDelegate(RecentItemDelegate(self.recent_list))
         self.recent_list.itemActivated.connect(self._activated)
         self.recent_empty = QLabel("Projects you open or create are listed here.")
         self.recent_empty.setObjectName("hint")
@@ -84,7 +122,8 @@ class StartPage(QWidget):
         column.addSpacing(16)
         column.addWidget(recent_title)
         column.addWidget(self.recent_empty)
-        column.addWidget(self.recent_list, 1)
+        column.addWidget(self.recent_list)
+        column.addStretch(1)
         holder = QWidget()
         holder.setMaximumWidth(860)
         holder.setLayout(column)
@@ -95,18 +134,29 @@ class StartPage(QWidget):
         QShortcut(QKeySequence("Ctrl+R"), self, activated=self.recent_list.setFocus)
 
     def set_recent(self, paths: list[str]) -> None:
+        import datetime as _dt
+
         self.recent_list.clear()
         for text in paths:
             path = Path(text)
             exists = path.is_file()
-            item = QListWidgetItem(f"{path.stem}\n{path.parent}" + ("" if exists else
-                                                                    "  (missing)"))
+            detail = str(path.parent)
+            if exists:
+                changed = _dt.datetime.fromtimestamp(path.stat().st_mtime)
+                detail += f"  ·  changed {changed:%d %b %Y, %H:%M}"
+            else:
+                detail += "  ·  missing"
+            item = QListWidgetItem(path.stem)
             item.setData(PATH_ROLE, text)
+            item.setData(DETAIL_ROLE, detail)
             item.setToolTip(text)
             if not exists:
                 item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled)
             self.recent_list.addItem(item)
         has = self.recent_list.count() > 0
+        rows = self.recent_list.count()
+        row_height = self.recent_list.sizeHintForRow(0) if has else 0
+        self.recent_list.setFixedHeight(min(460, rows * row_height + 12))
         self.recent_list.setVisible(has)
         self.recent_empty.setVisible(not has)
         if has:
@@ -117,7 +167,11 @@ class StartPage(QWidget):
         if not available:
             self.demo_button.setToolTip("The demo files are not part of this installation.")
 
+    def recent_paths(self) -> list[str]:
+        return [self.recent_list.item(i).data(PATH_ROLE) for i in range(self.recent_list.count())]
+
     def _activated(self, item: QListWidgetItem) -> None:
         path = item.data(PATH_ROLE)
         if path and item.flags() & Qt.ItemFlag.ItemIsEnabled:
             self.recentRequested.emit(path)
+

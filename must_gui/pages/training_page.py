@@ -106,6 +106,7 @@ class TrainingPage(QWidget):
         self._predict_worker: Worker | None = None
         self._total_steps = 0
         self._epochs = 0
+        self.device = ""  # where the current or last run trains, as the engine reported it
         self._build()
         self._set_state(IDLE)
 
@@ -215,7 +216,7 @@ class TrainingPage(QWidget):
         self._set_state(PREPARING)
         worker.start()
 
-    def _describe(self, project: Project) -> None:
+    def _describe(self, project: Project, device: str = "") -> None:
         model = project.model
         if model.startswith("local-dir:"):
             model = Path(model[len("local-dir:"):]).name
@@ -223,8 +224,9 @@ class TrainingPage(QWidget):
             model = f"{model} ({Path(project.pretrained).name})"
         run = self.run_dir.name if self.run_dir else ""
         self.title.setText(f"Training · {project.name}")
+        where = device or ("automatic" if project.device == "auto" else project.device)
         self.subtitle.setText(f"{run} · {model} · {len(project.class_names)} classes · "
-                              f"device: {project.device}")
+                              f"device: {where}")
 
     def show_run(self, project: Project, run_dir: Path) -> None:
         """Show an existing run (reopened project): its curves, and Resume if it stopped."""
@@ -319,6 +321,9 @@ class TrainingPage(QWidget):
 
     def _run_started(self, event: RunStarted) -> None:
         self.download_bar.reset()
+        self.device = event.device
+        if self.request is not None:
+            self._describe(self.request.project, event.device)
         self._total_steps = event.epochs * event.steps_per_epoch
         self._epochs = event.epochs
         if not self.plots.class_names:

@@ -41,6 +41,7 @@ from must_gui.results.prediction_model import (
     SortKey,
 )
 from must_gui.results.pseudo_labels import PseudoLabels
+from must_gui.results.pyside_fix import protect_singletons
 from must_gui.results.thumbnail_cache import ThumbnailCache
 from must_gui.results.thumbnail_grid import ThumbnailGrid
 
@@ -76,6 +77,9 @@ class ResultsPage(QWidget):
     def __init__(self, parent: QWidget | None = None, *,
                  thumbnail_cache: ThumbnailCache | None = None) -> None:
         super().__init__(parent)
+        # PySide6 6.12 + Python 3.11 drops references to None/True on every data() call
+        # and emit; without this the app aborts after a few seconds of scrolling.
+        protect_singletons()
         self.handles_export = True
         self._pred: Predictions | None = None
         self._run_dir: Path | None = None
@@ -83,8 +87,12 @@ class ResultsPage(QWidget):
         self._updating_classes = False
         self._dialog: InspectorDialog | None = None
         self._export_dialog: ExportDialog | None = None
+        self._loading = False
+        self._last_selected = -1
+        self._kept_item = -1  # the current image across a filter change (a proxy reset)
 
-        self.cache = thumbnail_cache or ThumbnailCache(parent=self)
+        self.cache = (thumbnail_cache if thumbnail_cache is not None
+                      else ThumbnailCache(parent=self))
         self.model = PredictionListModel(self)
         self.model.set_thumbnail_cache(self.cache)
         self.proxy = PredictionFilterProxy(self)
@@ -123,6 +131,8 @@ class ResultsPage(QWidget):
         self.grid.selectionModel().currentChanged.connect(self._on_current_changed)
         self.grid.openRequested.connect(self._open_inspector)
         self.proxy.filterChanged.connect(self._update_summary)
+        self.proxy.modelAboutToBeReset.connect(self._remember_current)
+        self.proxy.modelReset.connect(self._restore_current)
         self.proxy.layoutChanged.connect(self._keep_current_visible)
         # Number keys pick a class. A shortcut (not keyPressEvent) so it works wherever the
         # focus is on this page, while a focused spin box still gets its digits (text
@@ -224,6 +234,18 @@ class ResultsPage(QWidget):
 
     def set_results(self, predictions: Predictions, run_dir: Path | None) -> None:
         """Show a new table (reads run_dir/pseudo_labels.json when there is one)."""
+        self._loading = True
+        try:
+            self._load(predictions, run_dir)
+        finally:
+            self._loading = False
+        if self.proxy.rowCount() > 0:
+            first = self.proxy.index(0, 0)
+            self.grid.selectionModel().setCurrentIndex(
+                first, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+            self.grid.scrollToTop()
+
+    def _load(self, predictions: Predictions, run_dir: Path | None) -> None:
         self._pred = predictions
         self._run_dir = Path(run_dir) if run_dir is not None else None
         self._pseudo = PseudoLabels.read(self._run_dir)
@@ -248,11 +270,6 @@ class ResultsPage(QWidget):
         self.export_button.setEnabled(len(predictions) > 0)
         self.sorted_copies_button.setEnabled(len(predictions) > 0)
         self._update_summary()
-        if self.proxy.rowCount() > 0:
-            first = self.proxy.index(0, 0)
-            self.grid.selectionModel().setCurrentIndex(
-                first, QItemSelectionModel.SelectionFlag.ClearAndSelect)
-            self.grid.scrollToTop()
 
     def set_class_filter(self, classes: set[int] | None) -> None:
         """Show only these classes (None or empty: all), and mirror it in the class list."""
@@ -387,6 +404,21 @@ class ResultsPage(QWidget):
         _t, key, desc = SORT_CHOICES[i]
         self.proxy.set_sort(key, desc)
 
+    def _remember_current(self) -> None:
+        self._kept_item = -1 if self._loading else self.current_item()
+
+    def _restore_current(self) -> None:
+        item, self._kept_item = self._kept_item, -1
+        if item >= 0 and not self._loading:
+            row = self.proxy.proxy_row_of_item(item)
+            if row >= 0:
+                idx = self.proxy.index(row, 0)
+                self.grid.selectionModel().setCurrentIndex(
+                    idx, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+                self.grid.scrollTo(idx, QAbstractItemView.ScrollHint.PositionAtCenter)
+            else:
+                self.grid.scrollToTop()
+
     def _keep_current_visible(self) -> None:
         idx = self.grid.currentIndex()
         if idx.isValid():
@@ -414,13 +446,16 @@ class ResultsPage(QWidget):
             self.inspector.clear()
 
     def _on_current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
-        if not current.isValid() or self._pred is None:
+        if not current.isValid() or self._pred is None or self._loading:
             return
         item = int(current.data(Roles.ITEM))
+        if item == self.inspector.item and item == self._last_selected:
+            return  # the same image again after a filter change: nothing to reload
         thumb = self.cache.peek(self.model.abs_path(item))
         self.inspector.set_image(self._pred, item, self._pseudo, thumb)
         if self._dialog is not None and self._dialog.isVisible():
             self._dialog.panel.set_image(self._pred, item, self._pseudo, thumb)
+        self._last_selected = item
         self.imageSelected.emit(item)
 
     def _open_inspector(self, index: QModelIndex) -> None:

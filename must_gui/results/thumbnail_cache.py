@@ -19,8 +19,8 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtCore import QObject, QRectF, QRunnable, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtGui import QBrush, QImage, QPainter, QPixmap
 
 from must_engine.images import ImageLoadError, load_thumbnail
 
@@ -52,6 +52,7 @@ class _Jobs:
         self.inflight: set[str] = set()
         self.generation = 0
         self.size = 0
+        self.radius = 0.0  # rounded corners, device pixels
         self.max_pending = max_pending
         self.max_workers = max_workers
         self.active = 0
@@ -76,7 +77,7 @@ class _Jobs:
                 return True
             return False
 
-    def pop(self) -> tuple[int, int, str] | None:
+    def pop(self) -> tuple[int, int, float, str] | None:
         """The newest request, or None (and this worker counts as finished)."""
         with self.lock:
             if self.stopped or not self.pending:
@@ -84,7 +85,7 @@ class _Jobs:
                 return None
             path, _ = self.pending.popitem(last=True)
             self.inflight.add(path)
-            return self.generation, self.size, path
+            return self.generation, self.size, self.radius, path
 
     def done(self, path: str) -> None:
         with self.lock:
@@ -118,11 +119,15 @@ class _Worker(QRunnable):
             job = self._jobs.pop()
             if job is None:
                 return
-            generation, size, path = job
+            generation, size, radius, path = job
             if generation != self._jobs.generation:
                 self._jobs.done(path)
                 continue
             image = make_thumbnail(path, size, self._disk)
+            if image is not None and radius > 0:
+                # Done here, not when painting: clipping every cell on the GUI thread
+                # costs more than the rest of the cell.
+                image = rounded_corners(image, radius)
             self._bridge.delivered.emit(generation, path, image if image is not None else QImage(),
                                         image is not None)
 
@@ -146,6 +151,19 @@ def make_thumbnail(path: str, size: int, disk: _DiskCache | None = None) -> QIma
     if key is not None:
         disk.write(key, pil)  # type: ignore[union-attr]
     return pil_to_qimage(pil)
+
+
+def rounded_corners(image: QImage, radius: float) -> QImage:
+    """A copy with transparent, antialiased rounded corners. Safe off the GUI thread."""
+    out = QImage(image.size(), QImage.Format.Format_ARGB32_Premultiplied)
+    out.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(out)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.setBrush(QBrush(image))
+    painter.drawRoundedRect(QRectF(out.rect()), radius, radius)
+    painter.end()
+    return out
 
 
 def pil_to_qimage(pil) -> QImage:
@@ -255,6 +273,12 @@ class ThumbnailCache(QObject):
         self._dpr = float(device_pixel_ratio)
         if int(size) != self._jobs.size:
             self.clear(int(size))
+
+    def set_corner_radius(self, radius: float) -> None:
+        """Round the thumbnails' corners (device pixels; 0 for square). Applies to
+        thumbnails made from now on."""
+        with self._jobs.lock:
+            self._jobs.radius = float(radius)
 
     def set_capacity(self, capacity: int) -> None:
         self._capacity = max(1, int(capacity))

@@ -48,12 +48,12 @@ def load_catalog(_context: TaskContext) -> ModelCatalog:
 
 
 def human_size(n_bytes: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n_bytes < 1000 or unit == "GB":
-            return f"{n_bytes:.0f} {unit}" if unit in ("bytes", "KB", "MB") else (
-                f"{n_bytes:.1f} {unit}")
-        n_bytes /= 1000
-    return f"{n_bytes:.1f} GB"
+    """Decimal units, as download sizes are usually quoted: "605 MB", "1.7 GB"."""
+    if n_bytes >= 1e9:
+        return f"{n_bytes / 1e9:.1f} GB"
+    if n_bytes >= 1e6:
+        return f"{n_bytes / 1e6:.0f} MB"
+    return f"{n_bytes / 1e3:.0f} KB"
 
 
 def describe_choice(model: str, pretrained: str) -> str:
@@ -61,8 +61,8 @@ def describe_choice(model: str, pretrained: str) -> str:
         return f"Local folder: {Path(model[len(LOCAL_PREFIX):]).name}"
     if model.startswith("hf-hub:"):
         return model
-    if pretrained and os.path.sep in pretrained or pretrained.endswith(
-            (".pt", ".pth", ".bin", ".safetensors")):
+    if pretrained and (os.path.sep in pretrained or pretrained.endswith(
+            (".pt", ".pth", ".bin", ".safetensors"))):
         return f"{model} · {Path(pretrained).name} (checkpoint file)"
     return f"{model} · {pretrained}" if pretrained else model
 
@@ -77,7 +77,7 @@ class ModelPicker(QWidget):
         self.combo = QComboBox(self)
         self.combo.setObjectName("modelCombo")
         self.combo.setAccessibleName("Model")
-        self.combo.setMinimumContentsLength(36)
+        self.combo.setMinimumContentsLength(24)
         self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.local_button = QPushButton("&Local folder…", self)
         self.local_button.setToolTip("An open_clip model folder (open_clip_config.json + weights)")

@@ -18,10 +18,12 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGridLayout,
     QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -43,8 +45,8 @@ LABELS: dict[str, str] = {
     "epochs": "Epochs", "batch_size": "Batch size", "conf_threshold": "Confidence threshold",
     "base_lr": "Learning rate (per 256 images)", "min_lr": "Final learning rate (per 256)",
     "weight_decay": "Weight decay", "layer_decay": "Layer-wise lr decay",
-    "ema_decay_init": "Teacher EMA decay, start", "ema_decay_final": "Teacher EMA decay, end",
-    "ema_warm_it": "Teacher EMA warm-up steps", "mask_ratio": "Mask ratio",
+    "ema_decay_init": "EMA decay, start", "ema_decay_final": "EMA decay, end",
+    "ema_warm_it": "EMA warm-up steps (scaled)", "mask_ratio": "Mask ratio",
     "mask_patch_size": "Mask block (pixels, 0 = auto)", "w_fair": "Fairness weight",
     "w_mim": "Masked-image weight", "w_align": "Alignment weight",
     "use_fair": "Use the fairness loss", "use_mim": "Use masked image modelling",
@@ -93,7 +95,8 @@ def base_settings(preset: str, num_images: int | None) -> MustSettings:
         row = preset_for_folder(num_images if num_images else 1000)
     else:
         row = PRESETS[preset]
-    return MustSettings(**{**row.values, "preset": preset})
+    # The mask block is chosen from the model's patch grid unless set: show it as "auto".
+    return MustSettings(**{**row.values, "preset": preset, "mask_patch_size": 0})
 
 
 def preset_description(name: str, num_images: int | None) -> str:
@@ -137,31 +140,49 @@ class SettingsForm(QWidget):
 
     changed = Signal()
 
-    def __init__(self, names: list[str], parent: QWidget | None = None) -> None:
+    def __init__(self, sections: list[tuple[str, list[str]]], *, columns: int = 1,
+                 parent: QWidget | None = None) -> None:
+        """``sections``: (heading, field names); headed sections are spread over
+        ``columns`` columns, filling each column top to bottom."""
         super().__init__(parent)
-        self._names = names
+        self._names = [n for _title, names in sections for n in names]
         self._base = MustSettings()
         self._overrides: dict[str, Any] = {}
         self._editors: dict[str, QWidget] = {}
         self._labels: dict[str, QLabel] = {}
         self._loading = False
-        self.form = QFormLayout(self)
-        self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
-        self.form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft)
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setHorizontalSpacing(28)
+        grid.setVerticalSpacing(10)
+        per_column = math.ceil(len(sections) / max(1, columns))
         defaults = MustSettings()
-        for name in names:
-            editor = self._make_editor(name, getattr(defaults, name))
-            editor.setObjectName(f"setting_{name}")
-            tip = HELP.get(name, "")
-            if tip:
-                editor.setToolTip(tip)
-            label = QLabel(LABELS.get(name, name.replace("_", " ").capitalize()))
-            label.setBuddy(editor)
-            if tip:
-                label.setToolTip(tip)
-            self._editors[name] = editor
-            self._labels[name] = label
-            self.form.addRow(label, editor)
+        for index, (title, names) in enumerate(sections):
+            box = QVBoxLayout()
+            box.setSpacing(4)
+            if title:
+                heading = QLabel(title)
+                heading.setObjectName("formHeading")
+                box.addWidget(heading)
+            form = QFormLayout()
+            form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+            form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft)
+            for name in names:
+                editor = self._make_editor(name, getattr(defaults, name))
+                editor.setObjectName(f"setting_{name}")
+                tip = HELP.get(name, "")
+                label = QLabel(LABELS.get(name, name.replace("_", " ").capitalize()))
+                label.setBuddy(editor)
+                if tip:
+                    editor.setToolTip(tip)
+                    label.setToolTip(tip)
+                self._editors[name] = editor
+                self._labels[name] = label
+                form.addRow(label, editor)
+            box.addLayout(form)
+            grid.addLayout(box, index % per_column, index // per_column,
+                           Qt.AlignmentFlag.AlignTop)
+        grid.setColumnStretch(max(1, columns), 1)
 
     # ---- editors ---------------------------------------------------------------------------
     def _make_editor(self, name: str, default: Any) -> QWidget:
@@ -196,7 +217,7 @@ class SettingsForm(QWidget):
             edit.textEdited.connect(lambda _t, n=name: self._edited(n))
             return edit
         line = QLineEdit()
-        line.setMinimumWidth(220)
+        line.setMinimumWidth(170)
         line.textEdited.connect(lambda _t, n=name: self._edited(n))
         return line
 
@@ -268,9 +289,28 @@ class SettingsForm(QWidget):
         self.changed.emit()
 
 
+ADVANCED_SECTIONS: list[tuple[str, list[str]]] = [
+    ("Schedule", ["base_lr", "min_lr", "weight_decay", "layer_decay"]),
+    ("Teacher", ["ema_decay_init", "ema_decay_final", "ema_warm_it"]),
+    ("Masking", ["mask_ratio", "mask_patch_size"]),
+    ("Losses", ["w_fair", "w_mim", "w_align", "use_fair", "use_mim", "use_align",
+                "fair_running_average_classes"]),
+    ("Views and classifier", ["student_view", "randaugment", "strong_scale_min",
+                              "prototype_init"]),
+    ("Runtime", ["precision", "seed", "num_workers", "log_every"]),
+]
+
+
+def advanced_sections() -> list[tuple[str, list[str]]]:
+    """The Advanced fields by theme; a field added to MustSettings later lands in "Other"."""
+    listed = {n for _t, names in ADVANCED_SECTIONS for n in names}
+    rest = [f.name for f in fields(MustSettings)
+            if f.name not in listed and f.name not in PLAIN_FIELDS and f.name not in NOT_FIELDS]
+    return ADVANCED_SECTIONS + ([("Other", rest)] if rest else [])
+
+
 def advanced_field_names() -> list[str]:
-    return [f.name for f in fields(MustSettings)
-            if f.name not in PLAIN_FIELDS and f.name not in NOT_FIELDS]
+    return [n for _t, names in advanced_sections() for n in names]
 
 
 class PresetPicker(QComboBox):
@@ -278,6 +318,9 @@ class PresetPicker(QComboBox):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        # Long descriptions must not widen the page: the list pops up at full width anyway.
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(24)
         for name in PRESET_NAMES:
             self.addItem(name, name)
         self.describe(None)

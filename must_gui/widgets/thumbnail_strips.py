@@ -23,7 +23,6 @@ class ClassThumbnailStrips(QWidget):
         self.grid.setHorizontalSpacing(12)
         self.grid.setVerticalSpacing(6)
         self._slots: dict[Hashable, QLabel] = {}
-        self._rows: list[QWidget] = []
 
     def clear(self) -> None:
         while self.grid.count():
@@ -44,8 +43,10 @@ class ClassThumbnailStrips(QWidget):
             title.setTextFormat(Qt.TextFormat.RichText)
             title.setMinimumWidth(150)
             title.setWordWrap(True)
-            self.grid.addWidget(title, row, 0, Qt.AlignmentFlag.AlignTop)
+            title.setFixedHeight(self.thumb_size)  # every row as tall as a thumbnail
+            self.grid.addWidget(title, row, 0, Qt.AlignmentFlag.AlignVCenter)
             strip = QWidget()
+            strip.setFixedHeight(self.thumb_size)
             line = QHBoxLayout(strip)
             line.setContentsMargins(0, 0, 0, 0)
             line.setSpacing(4)

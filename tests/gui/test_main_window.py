@@ -244,3 +244,61 @@ def test_about_dialog_and_keyboard_navigation(window, qtbot, tmp_path):
     qtbot.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
     assert window.current_page() == SETUP
     assert window.windowIcon().isNull() is False
+
+
+def test_preview_offline_without_a_cached_model_says_what_to_do(window, qtbot, tmp_path,
+                                                                image_folder, monkeypatch):
+    """The default model is not cached here and downloads are off: a clear error, no hang."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    window.new_project(tmp_path / "offline.mustproj")
+    page = window.setup_page
+    assert page.model_picker.model() == ("ViT-B-32", "laion2b_s34b_b79k")
+    page.set_folder(image_folder)
+    page.class_editor.set_names(CLASSES)
+    qtbot.waitUntil(lambda: page.num_images == 24, timeout=20_000)
+    page.preview_button.click()
+    qtbot.waitUntil(lambda: getattr(page, "_error_box", None) is not None, timeout=LONG)
+    box = page._error_box
+    assert box.isVisible()
+    assert "model cache" in box.text() or "download" in box.text().lower()
+    assert box.detailedText()
+    box.close()
+    qtbot.waitUntil(lambda: not page.is_busy(), timeout=LONG)
+    assert not list((tmp_path / "offline_runs").glob("run-*"))  # nothing half-made is left
+
+
+def test_download_progress_bar(qtbot):
+    from must_engine.events import DownloadProgress
+    from must_gui.widgets.download_bar import DownloadBar
+
+    bar = DownloadBar()
+    qtbot.addWidget(bar)
+    bar.show()
+    bar.handle(DownloadProgress("laion/CLIP/open_clip_model.safetensors", 150_000_000,
+                                600_000_000))
+    assert bar.isVisible()
+    assert bar.bar.value() == 250
+    assert bar.bar.format() == "150 MB of 600 MB"
+    assert "open_clip_model.safetensors" in bar.label.text()
+    bar.handle(DownloadProgress("x/y", 600_000_000, 600_000_000))
+    assert not bar.isVisible()
+
+
+def test_setup_page_is_usable_from_the_keyboard(window, qtbot, tmp_path):
+    window.new_project(tmp_path / "keys.mustproj")
+    page = window.setup_page
+    page.folder_edit.setFocus()
+    seen = []
+    for _ in range(60):
+        widget = window.focusWidget()
+        if widget is not None:
+            seen.append(widget)
+        qtbot.keyClick(widget or window, Qt.Key.Key_Tab)
+    for wanted in (page.folder_edit, page.folder_button, page.class_editor.edit,
+                   page.template_combo, page.model_picker.combo, page.model_picker.local_button,
+                   page.device_picker, page.plain_form.editor("epochs"),
+                   page.advanced_section.header):
+        assert wanted in seen, wanted.objectName() or wanted.text()
+    # Ctrl+Enter starts, Alt+P previews: both are wired as shortcuts or mnemonics.
+    assert page.start_button.text().startswith("&")
+    assert "&P" in page.preview_button.text()

@@ -83,7 +83,7 @@ def test_queue_is_bounded_and_drops_the_oldest(qapp):
         jobs.push(f"p{i}")
     assert list(jobs.pending) == ["p3", "p4", "p5"]
     jobs.push("p3")  # asked again: moves to the front of the line
-    assert jobs.pop()[2] == "p3"
+    assert jobs.pop()[-1] == "p3"
     jobs.push("low", low_priority=True)
     assert list(jobs.pending)[0] == "low"
 
