@@ -193,9 +193,12 @@ def main() -> int:
     state = {"i": 0}
 
     def filters():
+        # One change per tick, as a person makes them: a class key, or the checkbox.
         i = state["i"] = state["i"] + 1
-        page.pick_class_by_number(i % (len(CLASSES) + 1))
-        page.changed_check.setChecked(i % 3 == 0)
+        if i % 3 == 0:
+            page.changed_check.setChecked(not page.changed_check.isChecked())
+        else:
+            page.pick_class_by_number(i % (len(CLASSES) + 1))
 
     phase("filter changes every 300 ms", args.seconds / 2, filters, 300)
 
