@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from must_engine.events import ExportCheck, ExportProgress
+from must_engine.export import DEFAULT_NAMES
 from must_engine.predict import Predictions
 from must_engine.runs import MODEL_FILE
 from must_gui.workers import TaskContext, Worker
@@ -68,8 +69,6 @@ FORMATS: tuple[FormatInfo, ...] = (
                "original images are never moved.", True, False),
 )
 FORMAT_BY_KEY = {f.key: f for f in FORMATS}
-DEFAULT_NAMES = {"bundle": "classifier", "torchscript": "model.pt", "onnx": "model.onnx",
-                 "csv": "predictions.csv", "jsonl": "predictions.jsonl", "folders": "sorted"}
 LINK_CHOICES = (("copy", "Copy the images"), ("symlink", "Symbolic links"),
                 ("hardlink", "Hard links (same drive only)"))
 STAGE_TEXT = {"predicting": "Predicting every image…", "loading": "Loading the model…",
@@ -339,13 +338,19 @@ class ExportDialog(QDialog):
         extra = {"overwrite": True} if self._overwrite and not FORMAT_BY_KEY[fmt].is_folder else {}
 
         def task(ctx: TaskContext):
-            if run_dir is None and export is None:
-                return _export_predictions_only(pred, fmt, dest, link, ctx, **extra)
-            if export is None:
-                from must_engine.export import export_run as run_export
-            else:
-                run_export = export
-            return run_export(run_dir, fmt, dest, predictions=pred, link=link,
+            if export is not None:
+                return export(run_dir, fmt, dest, predictions=pred, link=link,
+                              on_event=ctx.on_event, should_stop=ctx.should_stop, **extra)
+            if run_dir is None:
+                # No run behind the table: predictions out only (the model formats are
+                # disabled in that case).
+                from must_engine.export import export_predictions
+
+                return export_predictions(pred, fmt, dest, link=link, on_event=ctx.on_event,
+                                          should_stop=ctx.should_stop, **extra)
+            from must_engine.export import export_run
+
+            return export_run(run_dir, fmt, dest, predictions=pred, link=link,
                               on_event=ctx.on_event, should_stop=ctx.should_stop, **extra)
 
         self._worker = Worker(task, name=f"export-{fmt}", parent=self)
@@ -353,8 +358,11 @@ class ExportDialog(QDialog):
         self._worker.succeeded.connect(self._on_succeeded)
         self._worker.failed.connect(self._on_failed)
         self._worker.cancelled.connect(self._on_cancelled)
-        self._worker.finished.connect(lambda: self._set_running(False))
+        self._worker.finished.connect(self._on_finished)
         self._worker.start()
+
+    def _on_finished(self) -> None:
+        self._set_running(False)
 
     def _set_running(self, running: bool) -> None:
         for key, radio in self._radios.items():
@@ -443,29 +451,3 @@ class ExportDialog(QDialog):
     def wait(self, ms: int = 30000) -> bool:
         """For tests and quitting: wait for the worker thread to end."""
         return self._worker is None or self._worker.wait(ms)
-
-
-def _export_predictions_only(pred: Predictions | None, fmt: str, dest: Path, link: str,
-                             ctx: TaskContext, overwrite: bool = False):
-    """CSV, JSON lines or sorted folders from a table that has no run folder behind it."""
-    from must_engine.export import ExportError, ExportResult
-    from must_engine.export.common import file_destination, folder_destination, staged_folder
-    from must_engine.export.predictions_out import sort_into_folders
-
-    if pred is None:
-        raise ExportError("There are no predictions to export.")
-    ctx.emit(ExportProgress("writing"))
-    if fmt == "csv":
-        path = pred.write_csv(file_destination(dest, DEFAULT_NAMES[fmt], overwrite=overwrite))
-        return ExportResult(path, fmt, files=[path])
-    if fmt == "jsonl":
-        path = pred.write_jsonl(file_destination(dest, DEFAULT_NAMES[fmt], overwrite=overwrite))
-        return ExportResult(path, fmt, files=[path])
-    if fmt != "folders":
-        raise ExportError("Model formats need a finished training run.")
-    dest = folder_destination(dest)
-    with staged_folder(dest) as tmp:
-        counts = sort_into_folders(pred, tmp, link=link, on_event=ctx.on_event,
-                                   should_stop=ctx.should_stop)
-    return ExportResult(dest, fmt, summary={"images": len(pred), "link": link,
-                                            "per_folder": counts})

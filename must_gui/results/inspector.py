@@ -431,8 +431,8 @@ class InspectorDialog(QDialog):
         next_button = QPushButton("Next ▶")
         prev_button.setAutoDefault(False)
         next_button.setAutoDefault(False)
-        prev_button.clicked.connect(lambda: self.navigate.emit(-1))
-        next_button.clicked.connect(lambda: self.navigate.emit(1))
+        prev_button.clicked.connect(self.previous)
+        next_button.clicked.connect(self.next)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.addButton(prev_button, QDialogButtonBox.ButtonRole.ActionRole)
         buttons.addButton(next_button, QDialogButtonBox.ButtonRole.ActionRole)
@@ -442,11 +442,19 @@ class InspectorDialog(QDialog):
         layout.addWidget(buttons)
         self.resize(1000, 640)
 
+    # Bound methods, not lambdas, in connections: a lambda holding self keeps the dialog
+    # alive through Qt (PySide cannot see that cycle).
+    def previous(self) -> None:
+        self.navigate.emit(-1)
+
+    def next(self) -> None:
+        self.navigate.emit(1)
+
     def keyPressEvent(self, event: QKeyEvent) -> None:
         if event.key() in (Qt.Key.Key_Left, Qt.Key.Key_Up):
-            self.navigate.emit(-1)
+            self.previous()
             return
         if event.key() in (Qt.Key.Key_Right, Qt.Key.Key_Down):
-            self.navigate.emit(1)
+            self.next()
             return
         super().keyPressEvent(event)

@@ -141,7 +141,8 @@ class ResultsPage(QWidget):
         for n in range(10):
             sc = QShortcut(QKeySequence(str(n)), self)
             sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-            sc.activated.connect(lambda n=n: self.pick_class_by_number(n))
+            sc.setProperty("class_number", n)
+            sc.activated.connect(self._on_number_key)
             self._shortcuts.append(sc)
         app = QApplication.instance()
         if app is not None:
@@ -161,7 +162,7 @@ class ResultsPage(QWidget):
         head.addStretch(1)
         self.all_classes_button = QPushButton("All")
         self.all_classes_button.setToolTip("Show every class (key 0)")
-        self.all_classes_button.clicked.connect(lambda: self.set_class_filter(None))
+        self.all_classes_button.clicked.connect(self.show_all_classes)
         head.addWidget(self.all_classes_button)
         fl.addLayout(head)
 
@@ -218,7 +219,7 @@ class ResultsPage(QWidget):
         self.sorted_copies_button = QPushButton("Save sorted copies…")
         self.sorted_copies_button.setToolTip("Copy or link the images into one folder per "
                                              "predicted class, with a CSV")
-        self.sorted_copies_button.clicked.connect(lambda: self.open_export_dialog("folders"))
+        self.sorted_copies_button.clicked.connect(self.open_sorted_copies_dialog)
         fl.addWidget(self.export_button)
         fl.addWidget(self.sorted_copies_button)
 
@@ -284,6 +285,12 @@ class ResultsPage(QWidget):
             self._updating_classes = False
         self.proxy.set_class_filter(set(classes) if classes else None)
 
+    def show_all_classes(self) -> None:
+        self.set_class_filter(None)
+
+    def _on_number_key(self) -> None:
+        self.pick_class_by_number(int(self.sender().property("class_number")))
+
     def pick_class_by_number(self, n: int) -> None:
         """Key n: 0 shows every class, 1..9 only the n-th class."""
         if self._pred is None:
@@ -346,11 +353,17 @@ class ResultsPage(QWidget):
             self._export_dialog.raise_()
             self._export_dialog.activateWindow()
             return self._export_dialog
+        if self._export_dialog is not None:
+            self._export_dialog.deleteLater()  # a finished one: free it on this thread
         self._export_dialog = ExportDialog(self._run_dir, self._pred,
                                            initial_format=initial_format, parent=self)
         self._export_dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)
         self._export_dialog.open()
         return self._export_dialog
+
+    def open_sorted_copies_dialog(self) -> ExportDialog:
+        """"Save sorted copies…": the export dialog on the sorted-folders format."""
+        return self.open_export_dialog("folders")
 
     @property
     def export_dialog(self) -> ExportDialog | None:
@@ -409,15 +422,18 @@ class ResultsPage(QWidget):
 
     def _restore_current(self) -> None:
         item, self._kept_item = self._kept_item, -1
-        if item >= 0 and not self._loading:
-            row = self.proxy.proxy_row_of_item(item)
-            if row >= 0:
-                idx = self.proxy.index(row, 0)
-                self.grid.selectionModel().setCurrentIndex(
-                    idx, QItemSelectionModel.SelectionFlag.ClearAndSelect)
-                self.grid.scrollTo(idx, QAbstractItemView.ScrollHint.PositionAtCenter)
-            else:
-                self.grid.scrollToTop()
+        if self._loading or self.proxy.rowCount() == 0:
+            return
+        # Keep the image the user was on; when the filter hid it, start at the first one
+        # (so Enter and the arrows work straight after a number key).
+        row = self.proxy.proxy_row_of_item(item) if item >= 0 else -1
+        idx = self.proxy.index(max(row, 0), 0)
+        self.grid.selectionModel().setCurrentIndex(
+            idx, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        if row >= 0:
+            self.grid.scrollTo(idx, QAbstractItemView.ScrollHint.PositionAtCenter)
+        else:
+            self.grid.scrollToTop()
 
     def _keep_current_visible(self) -> None:
         idx = self.grid.currentIndex()

@@ -169,8 +169,8 @@ class ThumbnailDelegate(QStyledItemDelegate):
             w, h = size.width(), size.height()
             scale = min(box.width() / max(w, 1), box.height() / max(h, 1), 1.0)
             w, h = w * scale, h * scale
-            target = QRectF(box.x() + (box.width() - w) / 2, box.y() + (box.height() - h) / 2,
-                            w, h)
+            # Centred across, sitting on the bar: a landscape photo stays next to its label.
+            target = QRectF(box.x() + (box.width() - w) / 2, box.y() + box.height() - h, w, h)
             if scale < 1.0:  # only while a zoom change waits for new thumbnails
                 painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
             painter.drawPixmap(target, pm, QRectF(pm.rect()))
@@ -285,7 +285,8 @@ class ThumbnailGrid(QListView):
         self._prefetch_timer.setSingleShot(True)
         self._prefetch_timer.setInterval(120)
         self._prefetch_timer.timeout.connect(self._prefetch)
-        self.verticalScrollBar().valueChanged.connect(lambda _v: self._prefetch_timer.start())
+        # A bound method, not a lambda: a lambda holding self would keep the grid alive.
+        self.verticalScrollBar().valueChanged.connect(self._on_scrolled)
 
     # --- size ----------------------------------------------------------------------------
 
@@ -321,9 +322,9 @@ class ThumbnailGrid(QListView):
         width = max(1, self.viewport().width() - self.spacing() - 2)
         step = cell.width() + gap + self.spacing()
         cols = max(1, width // step)
-        # Never stretch a column by more than a third of a cell (a very wide window with
-        # one column would look odd); the rest stays on the right.
-        col_w = min(width // cols - self.spacing(), cell.width() + gap + cell.width() // 3)
+        # Never stretch a column by more than half a cell (a very wide window with one
+        # column would look odd); the rest stays on the right.
+        col_w = min(width // cols - self.spacing(), cell.width() + gap + cell.width() // 2)
         col_w = max(cell.width() + gap, col_w)
         self._delegate.set_cell_width(col_w - gap)
         size = QSize(col_w, cell.height() + gap)
@@ -376,6 +377,9 @@ class ThumbnailGrid(QListView):
             if rect.intersects(vp):
                 last = r
         return range(first, last + 1)
+
+    def _on_scrolled(self, _value: int) -> None:
+        self._prefetch_timer.start()
 
     def _prefetch(self) -> None:
         model = self.model()

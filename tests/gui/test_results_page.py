@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
@@ -299,3 +301,47 @@ def test_twenty_thousand_images_on_the_page(qtbot, page, tmp_path):
         return page.grid.visible_rows().stop == page.proxy.rowCount()
 
     qtbot.waitUntil(at_end, timeout=5000)
+
+
+def test_real_export_of_a_trained_run(qtbot, tmp_path, image_folder, class_names,
+                                      tiny_model_dir):
+    """The dialog against the real engine: a tiny run trained for one epoch, exported as a
+    bundle (checked against PyTorch) and as sorted copies."""
+    from must_engine.models.source import ModelSpec
+    from must_engine.predict import predict_run
+    from must_engine.runs import TrainJob
+    from must_engine.training.trainer import train
+
+    run = tmp_path / "run"
+    job = TrainJob(image_folder, class_names, ModelSpec.parse(str(tiny_model_dir)),
+                   templates=["a photo of a {}."],
+                   overrides={"epochs": 1, "batch_size": 8, "seed": 1})
+    for _ in train(job, run, device="cpu"):
+        pass
+    pred = predict_run(run, device="cpu")
+    page = ResultsPage()
+    qtbot.addWidget(page)
+    page.set_results(pred, run)
+    assert page.pseudo_labels is not None  # the trainer's pseudo_labels.json was read
+    page.select_item(0)
+    assert "step" in page.inspector.pseudo_label.text()
+
+    dialog = page.open_export_dialog("bundle")
+    assert dialog.format == "bundle"
+    with qtbot.waitSignal(dialog.exported, timeout=120_000):
+        dialog.start_export()
+    assert dialog.checks and dialog.checks[0].passed
+    assert "passed" in dialog.check_label.text()
+    assert (dialog.result.path / "card.json").is_file()
+    qtbot.waitUntil(lambda: not dialog.is_running(), timeout=5000)
+    dialog.close()
+
+    dialog = page.open_export_dialog("folders")
+    dialog.set_link("symlink" if os.name != "nt" else "copy")
+    with qtbot.waitSignal(dialog.exported, timeout=60_000):
+        dialog.start_export()
+    out = dialog.result.path
+    assert sum(1 for p in out.rglob("*.png")) == len(pred)
+    qtbot.waitUntil(lambda: not dialog.is_running(), timeout=5000)
+    dialog.close()
+    page.shutdown()
