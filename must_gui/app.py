@@ -50,6 +50,11 @@ def create_application(argv: list[str]):
     QCoreApplication.setApplicationVersion(__version__)
     QGuiApplication.setDesktopFileName(DESKTOP_FILE_NAME)
     app = QApplication.instance() or QApplication(argv)
+    # PySide6 6.12 on Python 3.11 leaks references to None/True until the process aborts;
+    # this is a no-op where the bug is absent (see pyside_fix.py).
+    from must_gui.pyside_fix import protect_singletons
+
+    protect_singletons()
     app.setApplicationDisplayName(APP_NAME)
     app.setWindowIcon(app_icon())
     apply_style(app)

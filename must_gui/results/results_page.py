@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from must_engine.predict import Predictions
+from must_gui.pyside_fix import protect_singletons
 from must_gui.results.export_dialog import ExportDialog
 from must_gui.results.inspector import InspectorDialog, InspectorPanel
 from must_gui.results.prediction_model import (
@@ -41,7 +42,6 @@ from must_gui.results.prediction_model import (
     SortKey,
 )
 from must_gui.results.pseudo_labels import PseudoLabels
-from must_gui.results.pyside_fix import protect_singletons
 from must_gui.results.thumbnail_cache import ThumbnailCache
 from must_gui.results.thumbnail_grid import ThumbnailGrid
 

@@ -137,8 +137,8 @@ def main() -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    from must_gui.pyside_fix import protect_singletons
     from must_gui.results import ResultsPage
-    from must_gui.results.pyside_fix import protect_singletons
 
     protect_singletons()  # see pyside_fix: PySide6 6.12 on Python 3.11
     from must_gui.results.thumbnail_cache import ThumbnailCache

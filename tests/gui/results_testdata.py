@@ -12,11 +12,11 @@ import numpy as np
 from must_engine.predict import Predictions
 from must_engine.runs import PSEUDO_FILE
 from must_engine.testing import write_image_folder
-from must_gui.results.pyside_fix import protect_singletons
+from must_gui.pyside_fix import protect_singletons
 
 # PySide6 6.12 on Python 3.11 drops a reference to None on every Python override that C++
 # calls (paint, slots, data) and to True on every emit; a test session paints thousands of
-# cells. Without this the session crashes at random (see must_gui/results/pyside_fix.py).
+# cells. Without this the session crashes at random (see must_gui/pyside_fix.py).
 protect_singletons()
 
 CLASSES = ["red circle", "green square", "blue circle", "yellow square"]
