@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,6 +196,9 @@ def main(argv=None) -> int:
                    help="override a setting for every variant (repeatable)")
     p.add_argument("--quick", action="store_true", help="few images, one epoch: a smoke run")
     args = p.parse_args(argv)
+    # One thread: helpers, builds or the GUI sharing the two cores make OpenMP's spinning
+    # threads 30x slower; one thread keeps runs comparable.
+    torch.set_num_threads(1)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     base = dict(demo_settings_overrides())
