@@ -59,14 +59,15 @@ def demo_settings_overrides() -> dict[str, Any]:
     - a short run needs a faster EMA teacher (0.9 -> 0.99) or the teacher, which is what is
       kept, barely moves from zero-shot; and a higher, uniform learning rate (the spec's own
       observation on small models);
-    - the teacher is over-confident at 0.7, so the threshold is 0.5.
+    - the published threshold, 0.7, did better than 0.5 on the demo (+4.7 points against
+      +0 at 0.5, seed 0).
     """
     return {
         "epochs": 10,
         "batch_size": 32,
         "base_lr": 3e-3,
         "layer_decay": 1.0,
-        "conf_threshold": 0.5,
+        "conf_threshold": 0.7,
         "student_view": "weak",
         "ema_decay_init": 0.9,
         "ema_decay_final": 0.99,

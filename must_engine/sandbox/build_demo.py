@@ -119,7 +119,7 @@ def measure(model_dir: Path, demo_dir: Path, seed: int, recipe: DemoRecipe) -> D
             with Image.open(demo_dir / "images" / rel) as im:
                 demo.append((im.convert("RGB"), index[label]))
         acc["demo"] = tiny_clip.zero_shot_accuracy(model, tokenizer, preprocess, demo, names)
-        scale = float(model.logit_scale.exp())
+        scale = float(model.logit_scale.detach().exp())
     return DemoFigures(acc["source"], acc["target"], acc["demo"], scale)
 
 

@@ -67,7 +67,9 @@ def tiny_clip_config() -> dict:
             "image_size": 64,
             "patch_size": 8,
             "layers": 4,
-            "width": 128,
+            # Narrow on purpose: on two CPU cores a width-64 ViT learns these shapes about
+            # as fast per step as width 128, at well under half the cost per step.
+            "width": 64,
             "head_width": 32,
             "mlp_ratio": 4.0,
         },
@@ -112,9 +114,9 @@ def register_tiny_clip(name: str = TINY_CLIP_NAME) -> str:
 class PretrainSettings:
     """Settings of :func:`pretrain_tiny_clip` (defaults: a few minutes on two CPU cores)."""
 
-    epochs: int = 12
-    batch_size: int = 128
-    lr: float = 1e-3
+    epochs: int = 24
+    batch_size: int = 64
+    lr: float = 2e-3
     min_lr: float = 1e-5
     warmup_steps: int = 100
     weight_decay: float = 0.05
@@ -175,21 +177,28 @@ def _augment(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tenso
     )
 
 
-def clip_loss_with_shared_captions(
+def clip_loss_one_caption_per_class(
     image_features: torch.Tensor,
-    text_features: torch.Tensor,
+    class_text_features: torch.Tensor,
     labels: torch.Tensor,
     logit_scale: torch.Tensor,
 ) -> torch.Tensor:
-    """CLIP's symmetric contrastive loss, where captions of the same class count as matches.
+    """CLIP's symmetric contrastive loss when a step writes one caption per class.
 
-    With ten classes a batch of 128 holds a dozen pictures per class; plain CLIP loss would
-    push apart an image and its own class's caption written with another template.
+    A batch of sandbox pictures holds several of each class, and all of them match their
+    class's caption: image-to-text is plain cross-entropy over the captions, and each
+    caption's target is spread evenly over its class's pictures (captions of classes absent
+    from the batch are left out).
     """
-    logits = logit_scale * image_features @ text_features.T
-    same = (labels[:, None] == labels[None, :]).float()
-    target = same / same.sum(dim=1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    logits = logit_scale * image_features @ class_text_features.T  # [B, C]
+    loss_image = F.cross_entropy(logits, labels)
+    num_classes = class_text_features.shape[0]
+    member = (labels[None, :] == torch.arange(num_classes, device=labels.device)[:, None])
+    present = member.any(dim=1)
+    target = member[present].float()
+    target = target / target.sum(dim=1, keepdim=True)
+    loss_text = F.cross_entropy(logits.T[present], target)
+    return 0.5 * (loss_image + loss_text)
 
 
 def pretrain_tiny_clip(
@@ -207,8 +216,8 @@ def pretrain_tiny_clip(
 ) -> torch.nn.Module:
     """Train a tiny CLIP from scratch on labelled pictures with prompt captions.
 
-    Each picture is paired with ``template.format(class_name)`` for a template drawn at
-    random every step. The run is deterministic for a seed on a given machine (fixed thread
+    Every step draws one template per class and pairs each picture with its class's
+    caption ``template.format(class_name)``. The run is deterministic for a seed on a given machine (fixed thread
     count, deterministic kernels, one generator). Returns the model in eval mode, float32.
     """
     settings = settings or PretrainSettings()
@@ -254,8 +263,9 @@ def pretrain_tiny_clip(
                 if settings.augment:
                     x = _augment(x, gen)
                 x = normalise(x).to(device)
-                tpl = torch.randint(0, len(templates), (len(idx),), generator=gen)
-                tokens = caption_tokens[y, tpl].to(device)
+                # One fresh template per class each step: the text batch stays tiny.
+                tpl = torch.randint(0, len(templates), (len(class_names),), generator=gen)
+                tokens = caption_tokens[torch.arange(len(class_names)), tpl].to(device)
                 y = y.to(device)
 
                 lr = _lr_at(step, total, settings)
@@ -263,7 +273,7 @@ def pretrain_tiny_clip(
                     group["lr"] = lr
                 img_f = model.encode_image(x, normalize=True)
                 txt_f = model.encode_text(tokens, normalize=True)
-                loss = clip_loss_with_shared_captions(img_f, txt_f, y, model.logit_scale.exp())
+                loss = clip_loss_one_caption_per_class(img_f, txt_f, y, model.logit_scale.exp())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
