@@ -114,6 +114,30 @@ def test_full_flow_setup_preview_train_results(window, qtbot, tmp_path, monkeypa
     assert (run_dir / "predictions.npz").is_file()
     assert (run_dir / "model.safetensors").is_file()
 
+    # The browser in the real window: every image, a class filter, the inspector, an export.
+    results = window.results.page
+    assert len(results.shown_items()) == 24
+    first_class = predictions.class_names[0]
+    expected = int((results.predictions.labels() == 0).sum())
+    qtbot.keyClick(results, Qt.Key.Key_1)  # number keys pick a class filter
+    assert len(results.shown_items()) == expected
+    assert all(results.predictions.labels()[i] == 0 for i in results.shown_items())
+    qtbot.keyClick(results, Qt.Key.Key_0)
+    assert len(results.shown_items()) == 24
+    inspector = results.open_inspector()
+    assert inspector is not None and inspector.isVisible()
+    assert inspector.panel.item == results.current_item()
+    inspector.close()
+    dialog = results.open_export_dialog("csv")
+    dialog.set_destination(tmp_path / "predictions.csv")
+    with qtbot.waitSignal(dialog.exported, timeout=LONG):
+        dialog.start_export()
+    rows = (tmp_path / "predictions.csv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 25 and rows[0].startswith("path,label,confidence")
+    assert f"p_{first_class}" in rows[0]
+    qtbot.waitUntil(lambda: not dialog.is_running(), timeout=5000)
+    dialog.close()
+
     # Reopening the project goes straight back to the results.
     window.save_project()
     again = MainWindow(load_preferences())
