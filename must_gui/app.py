@@ -61,6 +61,29 @@ def create_application(argv: list[str]):
     return app
 
 
+# Modules a run needs. Imported once in the background while the user is still on the start
+# or setup page: a first import of torch/open_clip/timm holds the GIL for long stretches, and
+# when it happened at "Start adaptation" the event loop stalled up to 340 ms (measured with
+# tests/bench/bench_gui_training_stall.py).
+WARM_UP_MODULES = ("must_engine.training.trainer", "must_engine.predict",
+                   "must_engine.export")
+
+
+def warm_up_engine() -> None:
+    import importlib
+    import threading
+
+    def load() -> None:
+        for name in WARM_UP_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the real import later reports any problem properly
+                logging.getLogger(__name__).debug("warm-up import of %s failed", name,
+                                                  exc_info=True)
+
+    threading.Thread(target=load, name="engine-warm-up", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -79,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         QTimer.singleShot(0, lambda: window.open_project(Path(paths[0])))
     if os.environ.get(SMOKE_ENV) == "1":
         QTimer.singleShot(0, lambda: report_ready(app))
+    else:
+        QTimer.singleShot(500, warm_up_engine)
     code = app.exec()
     window.wait_for_workers()
     return int(code)

@@ -25,7 +25,7 @@ def main() -> int:
     import numpy as np
     from PySide6.QtCore import QTimer
 
-    from must_gui.app import create_application
+    from must_gui.app import create_application, warm_up_engine
     from must_gui.main_window import MainWindow
     from must_gui.preferences import load_preferences
 
@@ -73,7 +73,9 @@ def main() -> int:
         app.quit()
 
     win.training_page.resultsReady.connect(done)
-    QTimer.singleShot(300, start)
+    # As the app does: warm the engine up while the user reads the start page (5 s here).
+    QTimer.singleShot(300, warm_up_engine)
+    QTimer.singleShot(5000, start)
     QTimer.singleShot(300_000, app.quit)
     return app.exec()
 
