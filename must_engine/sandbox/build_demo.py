@@ -35,7 +35,7 @@ DEMO_DIR = Path("demo")
 class DemoRecipe:
     """Sizes of everything the build makes; seeds are offsets from the build seed."""
 
-    pretrain_per_class: int = 400
+    pretrain_per_class: int = 600
     demo_per_class: int = 40
     eval_per_class: int = 100
     pretrain: tiny_clip.PretrainSettings = tiny_clip.PretrainSettings()
@@ -146,7 +146,10 @@ shapes ({", ".join(world.CLASS_NAMES)}).
   {v["layers"]} layers of width {v["width"]}; text tower {t["layers"]} layers of width {t["width"]},
   open_clip's default tokenizer; embedding size {cfg["embed_dim"]}. Weights stored in float16.
 - Training: CLIP contrastive loss from random initialisation on {r.pretrain_per_class} source-style
-  sandbox pictures per class with prompt captions, {r.pretrain.epochs} epochs, seed {seed}.
+  sandbox pictures per class with prompt captions, {r.pretrain.epochs} epochs, seed {seed};
+  random {r.pretrain.mask_block}-pixel blocks of each picture (up to
+  {r.pretrain.mask_ratio_max:.0%}) had their patch embeddings blanked, so that, like large
+  CLIPs, it tolerates the masked views of masked self-training.
   Learned logit scale: {f.logit_scale:.2f}.
 - Zero-shot top-1 (prompt templates averaged): source style {_pct(f.source)},
   target style {_pct(f.target)} ({r.eval_per_class} pictures per class each).
@@ -165,8 +168,8 @@ def _demo_readme(f: DemoFigures, r: DemoRecipe, seed: int) -> str:
     return f"""# MUST Studio demo
 
 {n} unlabelled pictures (`images/`) of {len(world.CLASS_NAMES)} shapes, drawn by the project's
-sandbox world in its *target* style: muted and dark colours, striped, checked and blotchy
-backgrounds and fills, low contrast, blur and noise. The demo model
+sandbox world in its *target* style: striped, checked and blotchy backgrounds and fills,
+more clutter, low contrast, blur and noise. The demo model
 (`../models/must-tiny-clip/`) was pretrained only on the *source* style: bright flat shapes
 on plain backgrounds. Adapting it to these pictures without labels is what MUST is for.
 

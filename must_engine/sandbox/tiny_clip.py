@@ -120,9 +120,16 @@ class PretrainSettings:
     min_lr: float = 1e-5
     warmup_steps: int = 100
     weight_decay: float = 0.05
-    threads: int = 2
+    # One thread: results then do not depend on the machine's core count, and on a busy
+    # two-core machine one thread ran faster than two.
+    threads: int = 1
     # Small random shifts and flips; the world itself supplies pose, size and colour.
     augment: bool = True
+    # Blank the patch embeddings of random mask_block-pixel blocks, up to this share of the
+    # picture (drawn per picture, uniformly). Large CLIPs shrug off masked patches and MUST's
+    # masked views rely on it; a tiny ViT that never saw a blank patch does not.
+    mask_ratio_max: float = 0.4
+    mask_block: int = 16
     max_logit_scale: float = 100.0
 
 
@@ -217,8 +224,9 @@ def pretrain_tiny_clip(
     """Train a tiny CLIP from scratch on labelled pictures with prompt captions.
 
     Every step draws one template per class and pairs each picture with its class's
-    caption ``template.format(class_name)``. The run is deterministic for a seed on a given machine (fixed thread
-    count, deterministic kernels, one generator). Returns the model in eval mode, float32.
+    caption ``template.format(class_name)``. The run is deterministic for a seed on a given
+    machine (fixed thread count, deterministic kernels, one generator). Returns the model in
+    eval mode, float32.
     """
     settings = settings or PretrainSettings()
     if epochs is not None:
@@ -253,6 +261,14 @@ def pretrain_tiny_clip(
         total = steps_per_epoch * settings.epochs
         max_log_scale = math.log(settings.max_logit_scale)
         step = 0
+        patch = cfg["vision_cfg"]["patch_size"]
+        blank: list[torch.Tensor | None] = [None]  # the current step's patch mask, or None
+
+        def blank_patches(_module, _inputs, output):
+            # conv1 has no bias, so zeroed patch embeddings match MUST's near-zero [MASK] init.
+            return output if blank[0] is None else output * (~blank[0]).unsqueeze(1)
+
+        hook = model.visual.conv1.register_forward_hook(blank_patches)
         for epoch in range(settings.epochs):
             perm = torch.randperm(n, generator=gen)
             running = 0.0
@@ -263,6 +279,9 @@ def pretrain_tiny_clip(
                 if settings.augment:
                     x = _augment(x, gen)
                 x = normalise(x).to(device)
+                blank[0] = _block_mask(len(idx), size, patch, settings, gen)
+                if blank[0] is not None:
+                    blank[0] = blank[0].to(device)
                 # One fresh template per class each step: the text batch stays tiny.
                 tpl = torch.randint(0, len(templates), (len(class_names),), generator=gen)
                 tokens = caption_tokens[torch.arange(len(class_names)), tpl].to(device)
@@ -289,13 +308,30 @@ def pretrain_tiny_clip(
                 )
             if on_epoch_end is not None:
                 # The callback may evaluate; it must not change the training state.
+                blank[0] = None
                 model.eval()
                 rng_state = torch.random.get_rng_state()
                 on_epoch_end(epoch, model)
                 torch.random.set_rng_state(rng_state)
                 model.train()
+        hook.remove()
         model.eval()
     return model
+
+
+def _block_mask(
+    n: int, size: int, patch: int, s: PretrainSettings, gen: torch.Generator
+) -> torch.Tensor | None:
+    """Per picture, a random share in [0, mask_ratio_max) of mask_block blocks, as a bool
+    grid of patches [n, size/patch, size/patch]; None when masking is off."""
+    if s.mask_ratio_max <= 0:
+        return None
+    per = max(1, s.mask_block // patch)
+    blocks = size // (per * patch)
+    ratio = torch.rand(n, 1, generator=gen) * s.mask_ratio_max
+    chosen = torch.rand(n, blocks * blocks, generator=gen) < ratio
+    grid = chosen.view(n, blocks, blocks)
+    return grid.repeat_interleave(per, dim=1).repeat_interleave(per, dim=2)
 
 
 def _lr_at(step: int, total: int, s: PretrainSettings) -> float:
