@@ -66,10 +66,11 @@ def create_application(argv: list[str]):
 # when it happened at "Start adaptation" the event loop stalled up to 340 ms (measured with
 # tests/bench/bench_gui_training_stall.py).
 WARM_UP_MODULES = ("must_engine.training.trainer", "must_engine.predict",
-                   "must_engine.export")
+                   "must_engine.export", "must_gui.results.results_page")
 
 
 def warm_up_engine() -> None:
+    import gc
     import importlib
     import threading
 
@@ -80,6 +81,11 @@ def warm_up_engine() -> None:
             except Exception:  # the real import later reports any problem properly
                 logging.getLogger(__name__).debug("warm-up import of %s failed", name,
                                                   exc_info=True)
+        # The modules, classes and functions of Qt, torch and pyqtgraph live as long as the
+        # app: keep the garbage collector from re-scanning them. A full collection over them
+        # holds the GIL for ~250 ms, and one fell as each run ended (measured 247-265 ms
+        # stalls with tests/bench/bench_gui_training_stall.py --trace).
+        gc.freeze()
 
     threading.Thread(target=load, name="engine-warm-up", daemon=True).start()
 

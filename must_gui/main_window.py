@@ -105,6 +105,15 @@ class ResultsHost(QWidget):
         self.layout_.setContentsMargins(0, 0, 0, 0)
         self.layout_.addWidget(self.empty)
 
+    def prepare(self) -> None:
+        """Build the (still hidden) browser ahead of its first results: building it when they
+        arrive stalled the window ~100 ms (tests/bench/bench_gui_training_stall.py)."""
+        if self.page is None:
+            cls = results_page_class()
+            if cls is not None:
+                self.page = cls(self)
+                self.page.hide()
+
     def set_results(self, predictions, run_dir: Path) -> None:
         if self.page is None:
             cls = results_page_class()
@@ -117,10 +126,12 @@ class ResultsHost(QWidget):
                 self._fallback_results = True
                 return
             self.page = cls(self)
+        if self.layout_.indexOf(self.page) < 0:
             self.layout_.removeWidget(self.empty)
             self.empty.hide()
             self.layout_.addWidget(self.page)
         self.page.set_results(predictions, run_dir)
+        self.page.show()
 
     def has_results(self) -> bool:
         if self.page is None:
@@ -455,6 +466,9 @@ class MainWindow(QMainWindow):
         self.setup_page.set_training_active(self.training_page.is_busy())
         busy = state != "idle"
         self.statusBar().showMessage(f"Training: {state}" if busy else "", 0 if busy else 1)
+        if state == "training":
+            # Build the results browser while the run trains, not when its results arrive.
+            QTimer.singleShot(0, self.results.prepare)
 
     def _run_ended(self, run_dir: Path, stopped: bool) -> None:
         self.save_project()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -55,6 +55,9 @@ def train_task(request: StartRequest, control):
                      resume=request.resume, device=device, on_event=context.on_event)
 
     return run
+
+
+START_DELAY_MS = 100
 
 
 def predict_task(run_dir: Path, device: str):
@@ -145,17 +148,27 @@ class TrainingPage(QWidget):
         header = QVBoxLayout()
         header.addWidget(self.title)
         header.addWidget(self.subtitle)
-        buttons = QHBoxLayout()
+        # The rows above the plots keep their height whichever buttons and messages show: a
+        # resized plot area redraws every plot from scratch, a ~300 ms stall here.
+        button_row = QWidget()
+        buttons = QHBoxLayout(button_row)
+        buttons.setContentsMargins(0, 0, 0, 0)
         buttons.addWidget(self.stats, 1)
         for b in (self.pause_button, self.stop_button, self.resume_button, self.results_button):
             buttons.addWidget(b)
+        for b in (self.pause_button, self.resume_button, self.results_button):
+            b.ensurePolished()  # the style sheet's padding counts in the height
+        button_row.setFixedHeight(max(b.sizeHint().height() for b in (
+            self.pause_button, self.resume_button, self.results_button)))
+        self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing())
+        self.status.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.plots = TrainingPlots()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(24, 18, 24, 16)
         layout.setSpacing(8)
         layout.addLayout(header)
         layout.addWidget(self.progress)
-        layout.addLayout(buttons)
+        layout.addWidget(button_row)
         layout.addWidget(self.status)
         layout.addWidget(self.download_bar)
         layout.addWidget(self.plots, 1)
@@ -214,7 +227,14 @@ class TrainingPage(QWidget):
         worker.finished.connect(lambda w=worker: self._train_finished(w))
         self._train_worker = worker
         self._set_state(PREPARING)
-        worker.start()
+        # Let the page paint first: the run's first second (checking every image on several
+        # threads) leaves the GUI thread little of the GIL, and the first paint of the plots
+        # then stalled the window ~90 ms.
+        QTimer.singleShot(START_DELAY_MS, self, lambda w=worker: self._start_worker(w))
+
+    def _start_worker(self, worker: Worker) -> None:
+        if self._train_worker is worker and not worker.is_running():
+            worker.start()
 
     def _describe(self, project: Project, device: str = "") -> None:
         model = project.model

@@ -81,7 +81,7 @@ def run_variant(work: Path, images: Path, class_names: list[str], model_dir: Pat
 
 def zero_shot(work: Path, images: Path, class_names: list[str], model_dir: Path,
               templates: list[str]) -> Outcome:
-    run_dir = work / "zero-shot"
+    run_dir = work / f"zero-shot-{time.monotonic_ns()}"
     t0 = time.perf_counter()
     prepare_run(TrainJob(images, class_names, ModelSpec.parse(str(model_dir)), templates),
                 run_dir)

@@ -7,14 +7,21 @@ Not a test: run it, ideally under Xvfb, and read the figures.
 A 5 ms QTimer records the gaps between its ticks from "Start adaptation" until the results
 are shown (the worker trains, the plots redraw at ~20 Hz, predictions are computed, the
 results grid fills). Prints the maximum and 95th percentile gap in milliseconds.
+
+``--trace``: a watchdog thread also snapshots every thread's stack whenever the GUI thread
+is more than 60 ms late, and prints the snapshots of the worst stalls (to find their cause).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tempfile
+import threading
 import time
+import traceback
+from pathlib import Path
 
 for name in ("MUST_STUDIO_CONFIG_DIR", "MUST_STUDIO_DATA_DIR", "MUST_STUDIO_CACHE_DIR"):
     os.environ[name] = tempfile.mkdtemp()
@@ -23,7 +30,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 def main() -> int:
     import numpy as np
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import QEvent, QObject, QTimer
 
     from must_gui.app import create_application, warm_up_engine
     from must_gui.main_window import MainWindow
@@ -47,6 +54,51 @@ def main() -> int:
         state["last"] = now
 
     ticker.timeout.connect(tick)
+    snapshots: list[tuple[float, float, str]] = []  # (seconds since start, unused, stacks)
+    gui_thread = threading.get_ident()
+
+    def watchdog() -> None:
+        # Every 10 ms, the innermost frames of every other thread. A thread that holds the GIL
+        # also stops this one, so a stall shows as a gap here too: the samples on either side
+        # of it say who held the GIL and where.
+        while not state.get("done"):
+            time.sleep(0.01)
+            if state["t0"] is None:
+                continue
+            frames = sys._current_frames()
+            text = "\n".join(
+                f"  [{'GUI' if tid == gui_thread else 'worker'}] "
+                + " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                              for f in reversed(traceback.extract_stack(frame)[-6:]))
+                for tid, frame in frames.items() if tid != threading.get_ident())
+            snapshots.append((time.perf_counter() - state["t0"], 0.0, text))
+
+    resizes: list[str] = []
+
+    class ResizeLog(QObject):
+        # A resized plot area redraws every plot from scratch: worth knowing when it happens.
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt API
+            if event.type() == QEvent.Type.Resize and state["t0"] is not None:
+                resizes.append(f"{time.perf_counter() - state['t0']:.2f} s "
+                               f"{event.oldSize().toTuple()} -> {event.size().toTuple()}")
+            return False
+
+    resize_log = ResizeLog()
+    collections: list[str] = []
+    gc_start = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        # Python's garbage collector holds the GIL for its whole pass: every thread waits.
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        elif state["t0"] is not None and (took := time.perf_counter() - gc_start[0]) > 0.02:
+            collections.append(f"gen {info['generation']} at {gc_start[0] - state['t0']:.2f} s "
+                               f"took {took * 1000:.0f} ms")
+
+    if "--trace" in sys.argv:
+        gc.callbacks.append(on_gc)
+        threading.Thread(target=watchdog, daemon=True).start()
+        win.training_page.plots.installEventFilter(resize_log)
 
     def start() -> None:
         win.open_demo()
@@ -70,6 +122,20 @@ def main() -> int:
         worst = np.argsort(-g)[:5]
         print(f"results signalled at {state.get('results_at', float('nan')):.1f} s; worst "
               "stalls (ms at s): " + ", ".join(f"{g[i]:.0f}@{stamps[i]:.1f}" for i in worst))
+        state["done"] = True
+        if collections:
+            print("garbage collections over 20 ms: " + "; ".join(collections))
+        if resizes:
+            print("plot area resized at: " + "; ".join(resizes))
+        for i in np.argsort(-g)[:3]:
+            if g[i] < 60:
+                break
+            end = stamps[i]
+            begin = end - g[i] / 1000
+            print(f"\n==== stall of {g[i]:.0f} ms, {begin:.2f}-{end:.2f} s; samples around it:")
+            for at, _, text in snapshots:
+                if begin - 0.03 <= at <= end + 0.01:
+                    print(f"{at:.3f} s\n{text}")
         app.quit()
 
     win.training_page.resultsReady.connect(done)
