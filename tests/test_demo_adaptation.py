@@ -16,8 +16,9 @@ pytestmark = pytest.mark.skipif(not demo_files.demo_available(),
                                 reason="demo resources missing (build_demo not run)")
 
 # The stated margin: adapted top-1 must be at least this many points above zero-shot on the
-# demo set with the demo settings and seed 0 (measured: 46.3% -> 51.0%, +4.7 points).
-MARGIN_POINTS = 3.0
+# demo set with the demo settings and seed 0 (measured: 48.0% -> 67.5%, +19.5 points; the
+# margin leaves room for floating-point differences between CPUs, not for a weaker method).
+MARGIN_POINTS = 10.0
 
 
 @pytest.fixture(scope="module")
