@@ -326,3 +326,30 @@ def test_setup_page_is_usable_from_the_keyboard(window, qtbot, tmp_path):
     # Ctrl+Enter starts, Alt+P previews: both are wired as shortcuts or mnemonics.
     assert page.start_button.text().startswith("&")
     assert "&P" in page.preview_button.text()
+
+
+def test_plot_area_keeps_its_size_whatever_the_run_state(window, qtbot, tmp_path):
+    """A resized plot area redraws every plot from scratch (a ~300 ms stall at each run's
+    end, measured): the rows above the plots must not change height with the run's state,
+    its buttons or a one- or two-line status message."""
+    window.stack.setCurrentIndex(TRAINING)  # no project needed to look at the page
+    page = window.training_page
+    assert page.isVisible()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.safetensors").write_bytes(b"")  # makes "Show results" visible
+    qtbot.waitUntil(lambda: page.plots.height() > 0)
+    heights = set()
+    for state, message in [(training_module.PREPARING, "Loading the model…"),
+                           (training_module.TRAINING, "Epoch 1 done in 2 s: 80% confident."),
+                           (training_module.PAUSED, "Paused at step 3. " * 12),
+                           (training_module.STOPPING, ""),
+                           (training_module.PREDICTING, "Classifying every image"),
+                           (training_module.IDLE, "Training finished.")]:
+        page.run_dir = run_dir if state == training_module.IDLE else None
+        page.status.setText(message)
+        page._set_state(state)
+        qtbot.wait(20)  # let the layout settle
+        heights.add(page.plots.height())
+    assert page.results_button.isVisible()
+    assert len(heights) == 1, heights
