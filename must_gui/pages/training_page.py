@@ -43,6 +43,8 @@ from must_gui.workers import TaskContext, Worker
 # Training states, for the buttons and for the window (which asks before quitting).
 IDLE, PREPARING, TRAINING, PAUSED, STOPPING, PREDICTING = (
     "idle", "preparing", "training", "paused", "stopping", "predicting")
+# A run's worker starts this long after the page shows (see start()).
+START_DELAY_MS = 100
 
 
 def train_task(request: StartRequest, control):
@@ -55,9 +57,6 @@ def train_task(request: StartRequest, control):
                      resume=request.resume, device=device, on_event=context.on_event)
 
     return run
-
-
-START_DELAY_MS = 100
 
 
 def predict_task(run_dir: Path, device: str):

@@ -353,3 +353,18 @@ def test_plot_area_keeps_its_size_whatever_the_run_state(window, qtbot, tmp_path
         heights.add(page.plots.height())
     assert page.results_button.isVisible()
     assert len(heights) == 1, heights
+
+
+def test_stop_before_the_worker_starts_still_ends_the_run_cleanly(window, qtbot, tmp_path,
+                                                                  image_folder, tiny_model_dir):
+    # The worker starts START_DELAY_MS after the page shows; a Stop in that moment must
+    # still end the run, with the window back to idle and nothing left running.
+    prepare(window, qtbot, tmp_path / "p.mustproj", image_folder, tiny_model_dir, epochs=200)
+    page = window.training_page
+    window.setup_page.start_button.click()
+    assert page.is_training() and not page.workers()[0].is_running()
+    page.stop()
+    qtbot.waitUntil(lambda: not page.is_busy(), timeout=LONG)
+    assert page.state == training_module.IDLE
+    assert page.plots.points == 0
+    assert page.status.text() == "Stopped before training began."
