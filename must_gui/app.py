@@ -69,25 +69,29 @@ WARM_UP_MODULES = ("must_engine.training.trainer", "must_engine.predict",
                    "must_engine.export", "must_gui.results.results_page")
 
 
-def warm_up_engine() -> None:
+def preload_engine() -> None:
+    """Import WARM_UP_MODULES, then freeze what is alive for the garbage collector. Blocks;
+    the app runs it on a thread (warm_up_engine), benchmarks call it directly."""
     import gc
     import importlib
+
+    for name in WARM_UP_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # the real import later reports any problem properly
+            logging.getLogger(__name__).debug("warm-up import of %s failed", name,
+                                              exc_info=True)
+    # The modules, classes and functions of Qt, torch and pyqtgraph live as long as the
+    # app: keep the garbage collector from re-scanning them. A full collection over them
+    # holds the GIL for ~250 ms, and one fell as each run ended (measured 247-265 ms
+    # stalls with tests/bench/bench_gui_training_stall.py --trace).
+    gc.freeze()
+
+
+def warm_up_engine() -> None:
     import threading
 
-    def load() -> None:
-        for name in WARM_UP_MODULES:
-            try:
-                importlib.import_module(name)
-            except Exception:  # the real import later reports any problem properly
-                logging.getLogger(__name__).debug("warm-up import of %s failed", name,
-                                                  exc_info=True)
-        # The modules, classes and functions of Qt, torch and pyqtgraph live as long as the
-        # app: keep the garbage collector from re-scanning them. A full collection over them
-        # holds the GIL for ~250 ms, and one fell as each run ended (measured 247-265 ms
-        # stalls with tests/bench/bench_gui_training_stall.py --trace).
-        gc.freeze()
-
-    threading.Thread(target=load, name="engine-warm-up", daemon=True).start()
+    threading.Thread(target=preload_engine, name="engine-warm-up", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,23 +113,18 @@ class ResultsHost(QWidget):
             if cls is not None:
                 self.page = cls(self)
                 self.page.hide()
+                self.layout_.addWidget(self.page)
 
     def set_results(self, predictions, run_dir: Path) -> None:
+        self.prepare()
         if self.page is None:
-            cls = results_page_class()
-            if cls is None:
-                counts = predictions.class_counts()
-                lines = [f"{n}: {c}" for n, c in zip(predictions.class_names, counts,
-                                                     strict=True)]
-                self.empty.setText("The results browser could not be loaded (see the log).\n"
-                                   f"{len(predictions)} images:\n" + "\n".join(lines))
-                self._fallback_results = True
-                return
-            self.page = cls(self)
-        if self.layout_.indexOf(self.page) < 0:
-            self.layout_.removeWidget(self.empty)
-            self.empty.hide()
-            self.layout_.addWidget(self.page)
+            counts = predictions.class_counts()
+            lines = [f"{n}: {c}" for n, c in zip(predictions.class_names, counts, strict=True)]
+            self.empty.setText("The results browser could not be loaded (see the log).\n"
+                               f"{len(predictions)} images:\n" + "\n".join(lines))
+            self._fallback_results = True
+            return
+        self.empty.hide()
         self.page.set_results(predictions, run_dir)
         self.page.show()
 

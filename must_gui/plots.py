@@ -43,6 +43,7 @@ CONFIDENCE_SERIES = (
 BAR_ALL = "#b7cdf3"
 BAR_CONFIDENT = "#2e6fdb"
 THRESHOLD_COLOUR = "#d92d20"
+LR_COLOUR = "#2e6fdb"
 MAX_NAMED_CLASSES = 40
 
 
@@ -171,7 +172,7 @@ class TrainingPlots(QWidget):
         self.confidence_plot.setYRange(0, 1.02, padding=0)
         self.lr_plot = self.view.addPlot(row=1, col=0)
         _style_plot(self.lr_plot, "Learning rate", "step")
-        self.lr_plot.setTitle(_title("Learning rate") + "<br>" + _key("#2e6fdb", "cosine schedule"))
+        self.lr_plot.setTitle(_legend_title("Learning rate", [(LR_COLOUR, "cosine schedule")]))
         self.lr_plot.getAxis("left").enableAutoSIPrefix(True)
         self.labels_plot = self.view.addPlot(row=1, col=1)
         _style_plot(self.labels_plot, "Pseudo-labels per class", "images", grid_y=False)
@@ -188,11 +189,12 @@ class TrainingPlots(QWidget):
         # Legends go in the titles: a legend box inside the plot hides the curves under it.
         for key, _label, colour in LOSS_SERIES:
             self._add_curve(self.loss_plot, key, colour)
-        self.loss_plot.setTitle(_legend_title("Losses", LOSS_SERIES))
+        self.loss_plot.setTitle(_legend_title("Losses", _keys(LOSS_SERIES)))
         for key, _label, colour in CONFIDENCE_SERIES:
             self._add_curve(self.confidence_plot, key, colour)
-        self.confidence_plot.setTitle(_legend_title("Teacher confidence", CONFIDENCE_SERIES))
-        self._add_curve(self.lr_plot, "lr", "#2e6fdb")
+        self.confidence_plot.setTitle(_legend_title("Teacher confidence",
+                                                    _keys(CONFIDENCE_SERIES)))
+        self._add_curve(self.lr_plot, "lr", LR_COLOUR)
 
         self.class_bars = ClassBars(self.labels_plot)
         self.hist_bars = pg.BarGraphItem(x0=[], x1=[], y0=[], y1=[], brush=BAR_CONFIDENT,
@@ -236,15 +238,13 @@ class TrainingPlots(QWidget):
     # Every title has two lines (name, then a key) so the plots in a row line up.
     def _title_bars(self, epoch: int | None) -> None:
         when = f", epoch {epoch}" if epoch else ""
-        self.labels_plot.setTitle(_title(f"Pseudo-labels per class{when}") + "<br>"
-                                  + _key(BAR_ALL, "all") + "&nbsp;&nbsp;"
-                                  + _key(BAR_CONFIDENT, "above the threshold"))
+        self.labels_plot.setTitle(_legend_title(f"Pseudo-labels per class{when}", [
+            (BAR_ALL, "all"), (BAR_CONFIDENT, "above the threshold")]))
 
     def _title_hist(self, epoch: int | None) -> None:
         when = f", epoch {epoch}" if epoch else ""
-        self.hist_plot.setTitle(_title(f"Teacher confidence histogram{when}") + "<br>"
-                                + _key(BAR_CONFIDENT, "images") + "&nbsp;&nbsp;"
-                                + _key(THRESHOLD_COLOUR, "threshold"))
+        self.hist_plot.setTitle(_legend_title(f"Teacher confidence histogram{when}", [
+            (BAR_CONFIDENT, "images"), (THRESHOLD_COLOUR, "threshold")]))
 
     def set_threshold(self, threshold: float | None) -> None:
         if threshold is None:
@@ -329,6 +329,11 @@ def _key(colour: str, label: str) -> str:
             f"<span style='color:{TEXT};font-size:9pt'>&nbsp;{label}</span>")
 
 
-def _legend_title(text: str, series) -> str:
-    keys = "&nbsp;&nbsp;".join(_key(colour, label) for _k, label, colour in series)
-    return f"{_title(text)}<br>{keys}"
+def _keys(series: Sequence[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """(colour, label) of each (key, label, colour) series."""
+    return [(colour, label) for _key_name, label, colour in series]
+
+
+def _legend_title(text: str, keys: Sequence[tuple[str, str]]) -> str:
+    """A title and, on its second line, a colour key for each (colour, label)."""
+    return f"{_title(text)}<br>" + "&nbsp;&nbsp;".join(_key(c, label) for c, label in keys)

@@ -155,10 +155,10 @@ class TrainingPage(QWidget):
         buttons.addWidget(self.stats, 1)
         for b in (self.pause_button, self.stop_button, self.resume_button, self.results_button):
             buttons.addWidget(b)
-        for b in (self.pause_button, self.resume_button, self.results_button):
+        styled = (self.pause_button, self.resume_button, self.results_button)
+        for b in styled:
             b.ensurePolished()  # the style sheet's padding counts in the height
-        button_row.setFixedHeight(max(b.sizeHint().height() for b in (
-            self.pause_button, self.resume_button, self.results_button)))
+        button_row.setFixedHeight(max(b.sizeHint().height() for b in styled))
         self.status.setMinimumHeight(2 * self.status.fontMetrics().lineSpacing())
         self.status.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.plots = TrainingPlots()

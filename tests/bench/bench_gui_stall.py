@@ -17,7 +17,6 @@ under 20,000 distinct names, so every row decodes a real file.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 import tempfile
@@ -132,29 +131,19 @@ def main() -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    from must_gui.app import WARM_UP_MODULES
+    from must_gui.app import preload_engine
     from must_gui.pyside_fix import protect_singletons
     from must_gui.results import ResultsPage
 
     protect_singletons()  # see pyside_fix: PySide6 6.12 on Python 3.11
+    from slow_gc import SlowCollections  # beside this script
+
     from must_gui.results.thumbnail_cache import ThumbnailCache
 
-    # As the app does once its warm-up imports are done (must_gui/app.py): the objects of
-    # the loaded modules are frozen, so full garbage collections skip them. Without this a
-    # collection here took up to 213 ms. Collections over 20 ms are still counted below.
-    for name in WARM_UP_MODULES:
-        __import__(name)
-    gc.freeze()
-    slow_collections: list[int] = []
-    gc_start = [0.0]
-
-    def on_gc(phase: str, _info: dict) -> None:
-        if phase == "start":
-            gc_start[0] = time.perf_counter()
-        elif (took := (time.perf_counter() - gc_start[0]) * 1000) > 20:
-            slow_collections.append(round(took))
-
-    gc.callbacks.append(on_gc)
+    # As the app does at start-up: import the engine and freeze the objects alive then, so
+    # full garbage collections skip them. Without this a collection here took up to 213 ms.
+    preload_engine()
+    slow_gc = SlowCollections().install()
 
     t0 = time.perf_counter()
     files = make_photos(tmp / "data", args.distinct, args.images)
@@ -244,7 +233,8 @@ def main() -> int:
     overall = max(r[1] for r in results[1:])
     print(f"\nlongest stall while scrolling/filtering: {overall:.1f} ms "
           f"({'under' if overall < 100 else 'OVER'} the 100 ms goal)")
-    print(f"garbage collections over 20 ms: {slow_collections or 'none'}")
+    slow = [round(ms) for _t, _gen, ms in slow_gc.seen]
+    print(f"garbage collections over 20 ms: {slow or 'none'}")
     return 0
 
 

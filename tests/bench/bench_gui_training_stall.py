@@ -8,13 +8,13 @@ A 5 ms QTimer records the gaps between its ticks from "Start adaptation" until t
 are shown (the worker trains, the plots redraw at ~20 Hz, predictions are computed, the
 results grid fills). Prints the maximum and 95th percentile gap in milliseconds.
 
-``--trace``: a watchdog thread also snapshots every thread's stack whenever the GUI thread
-is more than 60 ms late, and prints the snapshots of the worst stalls (to find their cause).
+``--trace``: a sampler thread also records every thread's innermost frames every 10 ms and
+prints those around the worst stalls, with garbage collections over 20 ms and resizes of
+the plot area (to find their cause).
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import tempfile
@@ -31,6 +31,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 def main() -> int:
     import numpy as np
     from PySide6.QtCore import QEvent, QObject, QTimer
+    from slow_gc import SlowCollections  # beside this script
 
     from must_gui.app import create_application, warm_up_engine
     from must_gui.main_window import MainWindow
@@ -54,7 +55,7 @@ def main() -> int:
         state["last"] = now
 
     ticker.timeout.connect(tick)
-    snapshots: list[tuple[float, float, str]] = []  # (seconds since start, unused, stacks)
+    snapshots: list[tuple[float, str]] = []  # (seconds since start, stacks)
     gui_thread = threading.get_ident()
 
     def watchdog() -> None:
@@ -71,7 +72,7 @@ def main() -> int:
                 + " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
                               for f in reversed(traceback.extract_stack(frame)[-6:]))
                 for tid, frame in frames.items() if tid != threading.get_ident())
-            snapshots.append((time.perf_counter() - state["t0"], 0.0, text))
+            snapshots.append((time.perf_counter() - state["t0"], text))
 
     resizes: list[str] = []
 
@@ -84,19 +85,10 @@ def main() -> int:
             return False
 
     resize_log = ResizeLog()
-    collections: list[str] = []
-    gc_start = [0.0]
-
-    def on_gc(phase: str, info: dict) -> None:
-        # Python's garbage collector holds the GIL for its whole pass: every thread waits.
-        if phase == "start":
-            gc_start[0] = time.perf_counter()
-        elif state["t0"] is not None and (took := time.perf_counter() - gc_start[0]) > 0.02:
-            collections.append(f"gen {info['generation']} at {gc_start[0] - state['t0']:.2f} s "
-                               f"took {took * 1000:.0f} ms")
+    slow_gc = SlowCollections()
 
     if "--trace" in sys.argv:
-        gc.callbacks.append(on_gc)
+        slow_gc.install()
         threading.Thread(target=watchdog, daemon=True).start()
         win.training_page.plots.installEventFilter(resize_log)
 
@@ -123,8 +115,11 @@ def main() -> int:
         print(f"results signalled at {state.get('results_at', float('nan')):.1f} s; worst "
               "stalls (ms at s): " + ", ".join(f"{g[i]:.0f}@{stamps[i]:.1f}" for i in worst))
         state["done"] = True
-        if collections:
-            print("garbage collections over 20 ms: " + "; ".join(collections))
+        during = [(at, gen, ms) for at, gen, ms in slow_gc.seen if at >= state["t0"]]
+        if during:
+            print("garbage collections over 20 ms: " + "; ".join(
+                f"gen {gen} at {at - state['t0']:.2f} s took {ms:.0f} ms"
+                for at, gen, ms in during))
         if resizes:
             print("plot area resized at: " + "; ".join(resizes))
         for i in np.argsort(-g)[:3]:
@@ -133,7 +128,7 @@ def main() -> int:
             end = stamps[i]
             begin = end - g[i] / 1000
             print(f"\n==== stall of {g[i]:.0f} ms, {begin:.2f}-{end:.2f} s; samples around it:")
-            for at, _, text in snapshots:
+            for at, text in snapshots:
                 if begin - 0.03 <= at <= end + 0.01:
                     print(f"{at:.3f} s\n{text}")
         app.quit()
