@@ -83,6 +83,20 @@ class EpochSummary(Event):
 
 
 @dataclass(frozen=True)
+class RunWarning(Event):
+    """Something the user should know about the run while it goes on: what was seen, in one
+    sentence, and what to try. ``kind`` is a stable identifier (for example
+    ``"no_confident_labels"`` or ``"class_collapse"``) that front ends can key on;
+    ``classes`` names the classes concerned, if any; ``step`` is when it was raised."""
+
+    kind: str
+    message: str
+    suggestion: str = ""
+    classes: list[str] = field(default_factory=list)
+    step: int = -1
+
+
+@dataclass(frozen=True)
 class CheckpointSaved(Event):
     path: str
     step: int
