@@ -48,6 +48,7 @@ PROJECT_FILTER = f"MUST Studio projects (*{PROJECT_SUFFIX});;All files (*)"
 AUTOSAVE_MS = 600
 QUIT_WAIT_MS = 15_000
 DEMO_PROJECT_NAME = "MUST demo"
+NO_RESULTS = "No results yet. Train a model and the predictions for every image appear here."
 
 
 def confirm_stop_training(parent: QWidget) -> bool:
@@ -96,13 +97,18 @@ class ResultsHost(QWidget):
         self.setObjectName("page")
         self.page = None
         self._fallback_results = False
-        self.empty = QLabel("No results yet. Train a model and the predictions for every "
-                            "image appear here.")
+        self.empty = QLabel(NO_RESULTS)
         self.empty.setObjectName("hint")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setWordWrap(True)
+        self.run_dir: Path | None = None  # the run whose results are shown
+        self.run_label = QLabel()
+        self.run_label.setObjectName("hint")
+        self.run_label.setContentsMargins(8, 6, 8, 0)
+        self.run_label.hide()
         self.layout_ = QVBoxLayout(self)
         self.layout_.setContentsMargins(0, 0, 0, 0)
+        self.layout_.addWidget(self.run_label)
         self.layout_.addWidget(self.empty)
 
     def prepare(self) -> None:
@@ -117,6 +123,10 @@ class ResultsHost(QWidget):
 
     def set_results(self, predictions, run_dir: Path) -> None:
         self.prepare()
+        self.run_dir = Path(run_dir)
+        self.run_label.setText(f"Results of {self.run_dir.name} (another run: pick it on the "
+                               "Training page)")
+        self.run_label.show()
         if self.page is None:
             counts = predictions.class_counts()
             lines = [f"{n}: {c}" for n, c in zip(predictions.class_names, counts, strict=True)]
@@ -127,6 +137,17 @@ class ResultsHost(QWidget):
         self.empty.hide()
         self.page.set_results(predictions, run_dir)
         self.page.show()
+
+    def clear(self) -> None:
+        """Drop the shown results (another project was opened)."""
+        self.run_dir = None
+        self.run_label.hide()
+        self._fallback_results = False
+        self.empty.setText(NO_RESULTS)
+        self.empty.show()
+        if self.page is not None:
+            self.page.clear_results()
+            self.page.hide()
 
     def has_results(self) -> bool:
         if self.page is None:
@@ -149,6 +170,7 @@ class MainWindow(QMainWindow):
         self.project: Project | None = None
         self._quit_after_stop = False
         self._load_worker: Worker | None = None
+        self._old_loads: list[Worker] = []  # cancelled loads still ending on their thread
         self.setWindowTitle(APP_NAME)
         self.setWindowIcon(app_icon())
         self.resize(1320, 860)
@@ -249,6 +271,8 @@ class MainWindow(QMainWindow):
         self.training_page.stateChanged.connect(self._training_state)
         self.training_page.runEnded.connect(self._run_ended)
         self.training_page.resultsReady.connect(self.show_results)
+        self.training_page.runPicked.connect(self.pick_run)
+        self.training_page.restartRequested.connect(self.start_again)
 
     # ---- pages -----------------------------------------------------------------------------
     def current_page(self) -> int:
@@ -381,6 +405,11 @@ class MainWindow(QMainWindow):
     def _set_project(self, project: Project) -> None:
         if self.project is not None and self._autosave.isActive():
             self.save_project()
+        # Nothing of the previous project may stay on show: its results, its export
+        # destination (the run folder), its run's curves.
+        self._cancel_results_load()
+        self.results.clear()
+        self.training_page.clear()
         self.project = project
         self.setup_page.set_project(project)
         if project.path is not None:
@@ -409,11 +438,43 @@ class MainWindow(QMainWindow):
             return
         self.show_page(SETUP)
 
+    def pick_run(self, run_dir: Path) -> None:
+        """Show another of the project's runs: its curves, and its results when it has them
+        (cached ones load in the background; otherwise "Show results" computes them)."""
+        if self.project is None or self.training_page.is_busy():
+            return
+        run_dir = Path(run_dir)
+        self.project.add_run(run_dir)
+        npz = predictions_cache(run_dir)
+        has_cache = npz.is_file() and (run_dir / "model.safetensors").is_file()
+        self.project.predictions = str(npz) if has_cache else ""
+        self.save_project()
+        self._cancel_results_load()
+        self.results.clear()
+        self.training_page.show_run(self.project, run_dir)
+        self._update_navigation()
+        self.show_page(TRAINING)
+        if has_cache:
+            self._load_cached_results(npz, run_dir)
+
+    def start_again(self) -> None:
+        """"Start again" on the training page: a new run with the setup as it is now."""
+        self.show_page(SETUP)
+        self.setup_page.request_start()
+
+    def _cancel_results_load(self) -> None:
+        if self._load_worker is not None:
+            self._load_worker.cancel()
+            self._old_loads.append(self._load_worker)
+            self._load_worker = None  # its late answer is ignored (see _load_cached_results)
+
     def _load_cached_results(self, npz: Path, run_dir: Path) -> None:
         self.statusBar().showMessage("Loading the saved results…")
         worker = Worker(load_predictions_task(npz, run_dir), name="load-results", parent=self)
-        worker.succeeded.connect(lambda p: self._cached_results_ready(p, run_dir))
-        worker.failed.connect(lambda m, _t: self._cached_results_failed(m))
+        worker.succeeded.connect(
+            lambda p, w=worker: w is self._load_worker and self._cached_results_ready(p, run_dir))
+        worker.failed.connect(
+            lambda m, _t, w=worker: w is self._load_worker and self._cached_results_failed(m))
         worker.finished.connect(lambda w=worker: self._load_finished(w))
         self._load_worker = worker
         worker.start()
@@ -432,6 +493,8 @@ class MainWindow(QMainWindow):
     def _load_finished(self, worker: Worker) -> None:
         if worker is self._load_worker:
             self._load_worker = None
+        if worker in self._old_loads:
+            self._old_loads.remove(worker)
         worker.deleteLater()
 
     def save_project(self) -> bool:
@@ -452,6 +515,7 @@ class MainWindow(QMainWindow):
             return
         self.project.add_run(request.run_dir)
         self.save_project()
+        self.training_page.set_runs(self.project)
         self.training_page.start(request)
         self._update_navigation()
         self.show_page(TRAINING)
@@ -467,6 +531,8 @@ class MainWindow(QMainWindow):
 
     def _run_ended(self, run_dir: Path, stopped: bool) -> None:
         self.save_project()
+        if self.project is not None:
+            self.training_page.set_runs(self.project)  # the run's new state in the picker
         if self._quit_after_stop:
             QTimer.singleShot(0, self.close)
 
@@ -543,7 +609,7 @@ class MainWindow(QMainWindow):
         workers = [*self.setup_page.workers(), *self.training_page.workers()]
         if self._load_worker is not None:
             workers.append(self._load_worker)
-        return workers
+        return workers + self._old_loads
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         if self.training_page.is_training():

@@ -38,6 +38,7 @@ from must_engine.project import Project, predictions_cache
 from must_gui.pages.setup_page import StartRequest
 from must_gui.plots import TrainingPlots
 from must_gui.widgets.download_bar import DownloadBar
+from must_gui.widgets.run_picker import RunPicker, describe_run
 from must_gui.workers import TaskContext, Worker
 
 # Training states, for the buttons and for the window (which asks before quitting).
@@ -88,10 +89,14 @@ class TrainingPage(QWidget):
       stateChanged(str): idle / preparing / training / paused / stopping / predicting;
       runEnded(object, bool): the run folder and whether it was stopped early;
       resultsReady(object, object): Predictions and the run folder, after a finished run;
-      failed(str): training or prediction failed (already shown to the user).
+      failed(str): training or prediction failed (already shown to the user);
+      runPicked(object): the user chose another of the project's runs (its folder);
+      restartRequested(): "Start again" after a run that failed or never trained.
     """
 
     stateChanged = Signal(str)
+    runPicked = Signal(object)
+    restartRequested = Signal()
     runEnded = Signal(object, bool)
     resultsReady = Signal(object, object)
     failed = Signal(str)
@@ -143,9 +148,19 @@ class TrainingPage(QWidget):
         self.results_button = QPushButton("Show &results")
         self.results_button.setObjectName("primary")
         self.results_button.clicked.connect(self.compute_results)
+        self.restart_button = QPushButton("Start &again")
+        self.restart_button.setObjectName("primary")
+        self.restart_button.setToolTip("Start a new run with the project's setup as it is now")
+        self.restart_button.clicked.connect(self.restartRequested)
+        self.run_picker = RunPicker()
+        self.run_picker.runPicked.connect(self.runPicked)
+        self.run_picker.hide()
 
         header = QVBoxLayout()
-        header.addWidget(self.title)
+        title_row = QHBoxLayout()
+        title_row.addWidget(self.title, 1)
+        title_row.addWidget(self.run_picker)
+        header.addLayout(title_row)
         header.addWidget(self.subtitle)
         # The rows above the plots keep their height whichever buttons and messages show: a
         # resized plot area redraws every plot from scratch, a ~300 ms stall here.
@@ -153,9 +168,11 @@ class TrainingPage(QWidget):
         buttons = QHBoxLayout(button_row)
         buttons.setContentsMargins(0, 0, 0, 0)
         buttons.addWidget(self.stats, 1)
-        for b in (self.pause_button, self.stop_button, self.resume_button, self.results_button):
+        for b in (self.pause_button, self.stop_button, self.resume_button, self.results_button,
+                  self.restart_button):
             buttons.addWidget(b)
-        styled = (self.pause_button, self.resume_button, self.results_button)
+        styled = (self.pause_button, self.resume_button, self.results_button,
+                  self.restart_button)
         for b in styled:
             b.ensurePolished()  # the style sheet's padding counts in the height
         button_row.setFixedHeight(max(b.sizeHint().height() for b in styled))
@@ -187,6 +204,10 @@ class TrainingPage(QWidget):
         finished = (state == IDLE and self.run_dir is not None
                     and (self.run_dir / "model.safetensors").is_file())
         self.results_button.setVisible(finished)
+        # A run that failed or never trained has nothing to resume: offer a fresh start.
+        self.restart_button.setVisible(state == IDLE and self.run_dir is not None
+                                       and not can_resume and not finished)
+        self.run_picker.setEnabled(state == IDLE)
         self.stateChanged.emit(state)
 
     def is_training(self) -> bool:
@@ -247,12 +268,38 @@ class TrainingPage(QWidget):
         self.subtitle.setText(f"{run} · {model} · {len(project.class_names)} classes · "
                               f"device: {where}")
 
+    def set_runs(self, project: Project) -> None:
+        """List the project's runs in the run picker, the current one chosen."""
+        self.run_picker.set_runs(project.run_dirs(), project.current_run_dir())
+
+    def clear(self) -> None:
+        """Forget the shown run (another project was opened): no curves, no buttons."""
+        if self.is_busy():
+            return
+        self.run_dir = None
+        self.request = None
+        self.control = None
+        self.last_finished = None
+        self.device = ""
+        self.plots.reset()
+        self.title.setText("Training")
+        self.subtitle.setText("No run yet. Set up the project and start the adaptation.")
+        self.status.setText("")
+        self.stats.setText("")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        self.download_bar.reset()
+        self.run_picker.set_runs([], None)
+        self._set_state(IDLE)
+
     def show_run(self, project: Project, run_dir: Path) -> None:
         """Show an existing run (reopened project): its curves, and Resume if it stopped."""
         if self.is_busy():
             return
         from must_engine.training.control import TrainControl
 
+        self.set_runs(project)
         self.run_dir = Path(run_dir)
         self.request = StartRequest(project, self.run_dir, True)
         self.control = TrainControl()
@@ -265,8 +312,12 @@ class TrainingPage(QWidget):
         elif (self.run_dir / "checkpoint.pt").is_file():
             self.status.setText(f"This run was stopped after {steps} steps; its checkpoint "
                                 "is kept. Resume to go on from there.")
+        elif describe_run(self.run_dir).state == "failed":
+            self.status.setText("This run failed before its first step. Fix the problem in "
+                                "Setup, then start again.")
         else:
-            self.status.setText("This run has not trained yet.")
+            self.status.setText("This run has not trained yet. Start again to train it.")
+        self.stats.setText("")
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if finished else 0)
         self.progress.setFormat("Finished" if finished else "")

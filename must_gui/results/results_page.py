@@ -272,6 +272,28 @@ class ResultsPage(QWidget):
         self.sorted_copies_button.setEnabled(len(predictions) > 0)
         self._update_summary()
 
+    def clear_results(self) -> None:
+        """Show nothing (another project was opened): no images, no run to export from."""
+        self._loading = True
+        try:
+            self._pred = None
+            self._run_dir = None
+            self._pseudo = None
+            self.cache.clear()
+            self.inspector.clear()
+            if self._dialog is not None:
+                self._dialog.close()
+            if self._export_dialog is not None and not self._export_dialog.is_running():
+                self._export_dialog.close()
+            self.model.set_predictions(None)
+            self._fill_class_list()
+        finally:
+            self._loading = False
+        self.export_button.setEnabled(False)
+        self.sorted_copies_button.setEnabled(False)
+        self._last_selected = -1
+        self._update_summary()
+
     def set_class_filter(self, classes: set[int] | None) -> None:
         """Show only these classes (None or empty: all), and mirror it in the class list."""
         self._updating_classes = True
