@@ -6,7 +6,8 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
-from importlib import resources
+
+from must_engine.shipped_data import shipped_file
 
 
 class ClassNameError(ValueError):
@@ -105,14 +106,12 @@ def check_class_names(names: list[str]) -> list[str]:
 
 
 def template_sets() -> dict[str, list[str]]:
-    data = json.loads(resources.files("resources").joinpath("templates/default.json")
-                      .read_text(encoding="utf-8"))
+    data = json.loads(shipped_file("templates", "default.json").read_text(encoding="utf-8"))
     return data["sets"]
 
 
 def default_template_set_name() -> str:
-    data = json.loads(resources.files("resources").joinpath("templates/default.json")
-                      .read_text(encoding="utf-8"))
+    data = json.loads(shipped_file("templates", "default.json").read_text(encoding="utf-8"))
     return data["default"]
 
 

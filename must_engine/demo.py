@@ -55,9 +55,9 @@ def run_demo(out: Path | None = None, *, epochs: int | None = None,
     from must_engine.runs import RunError, TrainJob
     from must_engine.training.trainer import train
 
-    if not demo_files.demo_available():
-        raise RunError("The demo files are missing from this installation; reinstall MUST "
-                       "Studio, or rebuild them with `python -m must_engine.sandbox.build_demo`.")
+    missing = demo_files.demo_missing_reason()
+    if missing is not None:
+        raise RunError(missing)
     started = time.perf_counter()
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="must-demo-"))
     out.mkdir(parents=True, exist_ok=True)

@@ -1,16 +1,17 @@
 """Where the embedded offline demo lives (shared by the CLI and the app; extend, don't
 replace): target-style images, class names, answer key and the project's tiny CLIP model,
-all shipped under ``resources/`` and found with importlib.resources."""
+all shipped with the app (must_engine.shipped_data says where)."""
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from must_engine.shipped_data import ShippedDataMissing, shipped_file
+
 
 def _resource_dir(*parts: str) -> Path:
-    return Path(str(resources.files("resources").joinpath(*parts)))
+    return shipped_file(*parts)
 
 
 def demo_dir() -> Path:
@@ -43,9 +44,21 @@ def demo_templates() -> list[str]:
     return []
 
 
+def demo_missing_reason() -> str | None:
+    """None when the demo can run; else one sentence saying what is wrong and what to do."""
+    try:
+        complete = (demo_images_dir().is_dir() and (demo_dir() / "classes.txt").is_file()
+                    and (demo_model_dir() / "open_clip_config.json").is_file())
+    except ShippedDataMissing as exc:
+        return str(exc)
+    if complete:
+        return None
+    return ("The demo files are missing from this installation: reinstall MUST Studio, or "
+            "rebuild them with `python -m must_engine.sandbox.build_demo`.")
+
+
 def demo_available() -> bool:
-    return (demo_images_dir().is_dir() and (demo_dir() / "classes.txt").is_file()
-            and (demo_model_dir() / "open_clip_config.json").is_file())
+    return demo_missing_reason() is None
 
 
 def demo_settings_overrides() -> dict[str, Any]:

@@ -362,10 +362,9 @@ class MainWindow(QMainWindow):
     def open_demo(self) -> Project | None:
         from must_engine import demo_files
 
-        if not demo_files.demo_available():
-            QMessageBox.information(self, "Demo not installed",
-                                    "The demo files are not part of this installation; "
-                                    "reinstall MUST Studio to get them.")
+        missing = demo_files.demo_missing_reason()
+        if missing is not None:
+            QMessageBox.information(self, "Demo not installed", missing)
             return None
         if not self._can_switch_project():
             return None

@@ -1,13 +1,14 @@
 """The app's look: Fusion with a light palette, a small style sheet and the app icon,
-all from plain files found with importlib.resources."""
+all from plain files shipped with the app (must_engine.shipped_data)."""
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from PySide6.QtGui import QColor, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
+
+from must_engine.shipped_data import shipped_file
 
 ICON_SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
 ACCENT = "#2e6fdb"
@@ -58,7 +59,7 @@ QStatusBar { background: #eef1f6; color: #475467; }
 
 
 def icon_dir() -> Path:
-    return Path(str(resources.files("resources").joinpath("icons")))
+    return shipped_file("icons")
 
 
 def app_icon() -> QIcon:

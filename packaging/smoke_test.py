@@ -88,6 +88,32 @@ def folder_size(folder: Path) -> tuple[int, int]:
     return total, files
 
 
+# Files every build must carry, relative to its data folder (setup.py's DATA_PACKAGE): the
+# offline demo, the tiny CLIP it trains, the prompt templates and the icons.
+DATA_FOLDER = "must_studio_resources"
+REQUIRED_DATA = (
+    "templates/default.json",
+    "demo/classes.txt",
+    "demo/answer_key.csv",
+    "models/must-tiny-clip/open_clip_config.json",
+    "icons/must-studio-256.png",
+)
+
+
+def missing_data(folder: Path) -> list[str]:
+    """REQUIRED_DATA files absent from the build; the data folder is searched for because its
+    place differs by platform (_internal/ on Linux and Windows, Contents/ on macOS)."""
+    roots = [p for p in folder.rglob(DATA_FOLDER) if p.is_dir()]
+    if not roots:
+        return [f"{DATA_FOLDER}/ (the whole data folder)"]
+    root = roots[0]
+    demo_images = root / "demo" / "images"
+    missing = [f"{DATA_FOLDER}/{name}" for name in REQUIRED_DATA if not (root / name).is_file()]
+    if not (demo_images.is_dir() and any(demo_images.iterdir())):
+        missing.append(f"{DATA_FOLDER}/demo/images/ (the demo pictures)")
+    return missing
+
+
 def smoke_environment(scratch: Path, ready_file: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -215,8 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"build folder: {folder}")
     print(f"build size: {size_bytes / 2**20:.0f} MiB in {file_count} files")
 
-    ready_times: list[float] = []
     all_passed = True
+    absent = missing_data(folder)
+    if absent:
+        all_passed = False
+        print("FAILED: the build lacks its data files: " + ", ".join(absent))
+    else:
+        print(f"data files: present ({DATA_FOLDER}/)")
+
+    ready_times: list[float] = []
     for run in range(1, args.runs + 1):
         result = run_once(executable, args.timeout)
         if not result.passed:
