@@ -94,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", type=Path, help="folder of images to score")
     pr.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
     pr.add_argument("--device", default="auto")
-    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--batch-size", type=int, default=0,
+                    help="images per batch (default: chosen from the device)")
+    pr.add_argument("--image-cache", default=None, metavar="IMAGE_CACHE",
+                    help="decoded-image cache: auto, off or a folder (default: the run's)")
     pr.add_argument("--quiet", action="store_true")
 
     e = sub.add_parser("eval", help="accuracy of predictions against class-named subfolders")
@@ -326,7 +329,7 @@ def cmd_predict(args) -> int:
     if not args.images.is_dir():
         raise CliError(f"Image folder {args.images} was not found; check the path.")
     preds = predict_run(args.run, args.images, device=args.device, batch_size=args.batch_size,
-                        on_event=Progress(args.quiet))
+                        on_event=Progress(args.quiet), image_cache=args.image_cache)
     if preds.probs is None:
         print(f"note: {args.run} has not finished training; the label columns hold the "
               "zero-shot predictions.", file=sys.stderr)

@@ -171,6 +171,11 @@ def _check_one(path: Path) -> str | None:
     return None
 
 
+def unreadable_reason(path: str | os.PathLike[str]) -> str | None:
+    """None if the file decodes, else a short reason (the same check a verifying scan runs)."""
+    return _check_one(Path(path))
+
+
 def _default_workers() -> int:
     # Pillow releases the GIL while decoding, so a few threads overlap file reads and decodes.
     return max(1, min(4, os.cpu_count() or 1))
@@ -321,6 +326,41 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
     Raises ImageLoadError with a short reason when the file cannot be decoded.
     """
     return _open_converted(path, None)
+
+
+def load_rgb_min_side(path: str | os.PathLike[str], min_side: int) -> Image.Image:
+    """Like load_rgb, but the shorter side shrunk to ``min_side`` when it is longer.
+
+    JPEGs are decoded directly at 1/2, 1/4 or 1/8 scale (draft mode) when that still leaves
+    the shorter side at least ``min_side``, so a 12-megapixel photo costs a fraction of a full
+    decode. Smaller images come back at their own size (never enlarged).
+    """
+    if min_side < 1:
+        raise ValueError(f"min_side must be a positive number of pixels, got {min_side}.")
+    try:
+        with Image.open(path) as im:
+            # draft keeps both sides >= the request, so the shorter side stays >= min_side.
+            im.draft(None, (min_side, min_side))
+            im.load()
+            out = to_rgb(_upright(im))
+            if out is im:
+                out = im.copy()
+    except ImageLoadError as exc:
+        raise ImageLoadError(path, exc.reason) from None
+    except Exception as exc:  # noqa: BLE001 - see _open_converted
+        raise ImageLoadError(path, _reason_for(exc)) from exc
+    return shrink_to_min_side(out, min_side)
+
+
+def shrink_to_min_side(image: Image.Image, min_side: int) -> Image.Image:
+    """Resize (bicubic, antialiased) so the shorter side is ``min_side``; never enlarges."""
+    w, h = image.size
+    short = min(w, h)
+    if short <= min_side:
+        return image
+    scale = min_side / short
+    size = (max(min_side, round(w * scale)), max(min_side, round(h * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC)
 
 
 def load_thumbnail(path: str | os.PathLike[str], max_side: int) -> Image.Image:

@@ -17,11 +17,12 @@ import torch
 
 from must_engine.devices import resolve_device
 from must_engine.events import Event, PredictionProgress
-from must_engine.images import SkippedFile, scan_folder
+from must_engine.image_cache import CacheSetting, ImageSource, cache_side, image_source
+from must_engine.images import SkippedFile, scan_folder, unreadable_reason
 from must_engine.io_utils import atomic_write
 from must_engine.models.must_model import MustModel, must_model_from_config
 from must_engine.runs import MODEL_FILE, ZERO_SHOT_FILE, RunError, RunInfo, open_run
-from must_engine.training.data import EvalDataset, make_loader
+from must_engine.training.data import EvalDataset, LoaderPlan, loader_plan, make_loader
 from must_engine.views import Preprocess
 from must_engine.weights import load_model_weights
 
@@ -180,25 +181,41 @@ def load_run_models(run: RunInfo) -> tuple[MustModel, MustModel | None]:
     return zero.eval(), (adapted.eval() if adapted is not None else None)
 
 
+def default_batch_size(device: torch.device | str) -> int:
+    """Images per prediction batch: a GPU is only kept busy by large batches; on the CPU
+    64 already amortises the per-batch overhead and keeps memory small."""
+    kind = torch.device(device).type
+    return {"cuda": 256, "mps": 128}.get(kind, 64)
+
+
 @torch.no_grad()
 def predict_probs(models: Sequence[MustModel], paths: Sequence[Path], pp: Preprocess, *,
-                  device: str | torch.device = "cpu", batch_size: int = 64,
+                  device: str | torch.device = "cpu", batch_size: int = 0,
                   on_event: EventSink | None = None,
                   should_stop: Callable[[], bool] | None = None,
+                  source: ImageSource | None = None, workers: int = -1,
                   ) -> tuple[list[np.ndarray], np.ndarray]:
     """Softmax probabilities of each model on each image, and a per-image ``ok`` flag
-    (False where the file could not be decoded)."""
+    (False where the file could not be decoded). ``batch_size`` 0 and ``workers`` -1 are
+    chosen from the device; ``source`` decodes the images (the decoded-image cache)."""
     dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if batch_size < 0:
+        raise ValueError(f"batch size must be positive (got {batch_size}).")
+    batch_size = batch_size or default_batch_size(dev)
     models = [m.to(dev).eval() for m in models]
-    ds = EvalDataset(list(paths), pp)
-    loader = make_loader(ds, list(range(len(ds))), batch_size, 0, drop_last=False)
+    ds = EvalDataset(list(paths), pp, source=source)
+    plan = loader_plan(dev, workers)
+    # One pass over the folder: workers that outlive it would only hold memory.
+    plan = LoaderPlan(min(plan.workers, max(0, len(ds) // batch_size)), plan.pin_memory,
+                      plan.prefetch_factor, persistent=False)
+    loader = make_loader(ds, list(range(len(ds))), batch_size, plan, drop_last=False)
     outs = [np.zeros((len(ds), m.num_classes), dtype=np.float32) for m in models]
     ok = np.zeros(len(ds), dtype=bool)
     done = 0
     for images, index, good in loader:
         if should_stop is not None and should_stop():
             raise InterruptedError("Prediction was cancelled.")
-        images = images.to(dev)
+        images = images.to(dev, non_blocking=True)
         for out, model in zip(outs, models, strict=True):
             out[index.numpy()] = model(images).float().softmax(dim=-1).cpu().numpy()
         ok[index.numpy()] = good.numpy()
@@ -210,9 +227,16 @@ def predict_probs(models: Sequence[MustModel], paths: Sequence[Path], pp: Prepro
 
 def predict_run(run_dir: str | Path, images: str | Path | None = None, *,
                 files: Sequence[str] | None = None, device: str = "auto",
-                batch_size: int = 64, on_event: EventSink | None = None,
-                should_stop: Callable[[], bool] | None = None) -> Predictions:
-    """Score ``images`` (default: the run's own folder) with the run's models."""
+                batch_size: int = 0, on_event: EventSink | None = None,
+                should_stop: Callable[[], bool] | None = None,
+                image_cache: str | None = None) -> Predictions:
+    """Score ``images`` (default: the run's own folder) with the run's models.
+
+    Images are decoded through the decoded-image cache the run trained with (or
+    ``image_cache``: 'auto', 'off' or a folder), so a folder decoded for training or the
+    zero-shot preview is not decoded again. Files are checked as they are decoded, not in a
+    separate pass; those that fail are listed in ``failed`` with the reason.
+    """
     run = open_run(run_dir)
     root = Path(images) if images is not None else run.images_root
     if not root.is_dir():
@@ -222,17 +246,24 @@ def predict_run(run_dir: str | Path, images: str | Path | None = None, *,
         if images is None:
             files = run.image_files()
         else:
-            scan = scan_folder(root)
+            scan = scan_folder(root, verify=False)
             files, skipped = scan.files, list(scan.skipped)
     if not files:
         raise RunError(f"No readable images in {root}.")
     zero, adapted = load_run_models(run)
     models = [zero] + ([adapted] if adapted is not None else [])
+    settings = run.settings
+    cache = CacheSetting.parse(settings.image_cache if image_cache is None else image_cache,
+                               settings.image_cache_gb)
+    source = image_source(cache, cache_side(run.preprocess.image_size,
+                                            settings.strong_scale_min))
     outs, ok = predict_probs(models, [root / f for f in files], run.preprocess,
                              device=resolve_device(device), batch_size=batch_size,
-                             on_event=on_event, should_stop=should_stop)
+                             on_event=on_event, should_stop=should_stop, source=source,
+                             workers=settings.num_workers)
     keep = [i for i, good in enumerate(ok) if good]
-    skipped += [SkippedFile(files[i], "could not be decoded") for i, good in enumerate(ok)
-                if not good]
+    skipped += [SkippedFile(files[i], unreadable_reason(root / files[i]) or "could not be decoded")
+                for i, good in enumerate(ok) if not good]
+    skipped.sort(key=lambda s: s.path)
     return Predictions(root, [files[i] for i in keep], run.class_names, outs[0][keep],
                        outs[1][keep] if adapted is not None else None, skipped)

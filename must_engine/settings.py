@@ -53,6 +53,8 @@ class MustSettings:
     device: str = "auto"
     seed: int = 0
     num_workers: int = -1  # -1 = auto
+    image_cache: str = "auto"  # decoded-image cache: "auto" (user cache folder), "off", a folder
+    image_cache_gb: float = 4.0  # its size cap; least recently used images go first
     log_every: int = 0  # 0 = auto: every step on CPU/MPS, every 10 on CUDA
     preset: str = "auto"
 
@@ -82,6 +84,8 @@ class MustSettings:
              f"prototype_init must be one of {PROTOTYPE_INITS}.")
         need(self.strong_scale_min > 0 and self.strong_scale_min <= 1,
              "strong_scale_min must be in (0, 1].")
+        need(self.image_cache_gb > 0, "image_cache_gb must be positive; use image_cache "
+             "'off' to turn the decoded-image cache off.")
 
     # The effective weights, folding the on/off switches in.
     @property
@@ -261,6 +265,8 @@ FIELD_HELP: dict[str, str] = {
     "device": "auto, cpu, cuda, cuda:N or mps",
     "seed": "random seed (a fixed seed reproduces a CPU run exactly)",
     "num_workers": "image loading processes (-1 = automatic)",
+    "image_cache": "decoded-image cache folder: auto (user cache folder), off, or a path",
+    "image_cache_gb": "size cap of the decoded-image cache in GB",
     "log_every": "read metrics from the device every N steps (0 = automatic)",
     "preset": "published settings row to start from",
 }

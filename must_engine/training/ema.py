@@ -31,8 +31,12 @@ class EmaTeacher:
         s_params = [p.detach() for p in student.parameters()]
         # lerp: t <- t + (1 - decay) * (s - t) == decay * t + (1 - decay) * s
         torch._foreach_lerp_(t_params, s_params, 1.0 - decay)
-        for tb, sb in zip(self.module.buffers(), student.buffers(), strict=True):
-            tb.copy_(sb)
+        t_buffers = list(self.module.buffers())
+        s_buffers = list(student.buffers())
+        if len(t_buffers) != len(s_buffers):
+            raise ValueError("The teacher and the student have different buffers.")
+        if t_buffers:
+            torch._foreach_copy_(t_buffers, s_buffers)
 
     def state_dict(self) -> dict:
         return self.module.state_dict()

@@ -31,6 +31,7 @@ from must_engine.events import (
     Status,
     StepMetrics,
 )
+from must_engine.image_cache import CacheSetting, cache_side, image_source
 from must_engine.images import scan_folder
 from must_engine.io_utils import atomic_write, write_json
 from must_engine.masking import MaskSpec, patch_mask_to_pixels, sample_block_masks
@@ -52,10 +53,11 @@ from must_engine.runs import (
 from must_engine.settings import MustSettings, resolve_settings, steps_per_epoch
 from must_engine.training.control import TrainControl
 from must_engine.training.data import (
+    EpochSampler,
     EvalDataset,
     TwoViewDataset,
-    auto_workers,
     epoch_order,
+    loader_plan,
     make_loader,
     mix_seed,
 )
@@ -133,7 +135,7 @@ def prepare_run(job: TrainJob, run_dir: str | Path, *, on_event: EventSink | Non
     if settings.prototype_init == "text+target":
         _emit(on_event, Status("Estimating class prototypes from the images"))
         start_classifier = _estimate_prototypes(student, images, scan.files, clip.preprocess,
-                                                dev, settings.batch_size)
+                                                dev, settings)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     extra = {"start_classifier": start_classifier} if start_classifier is not None else {}
@@ -153,14 +155,20 @@ def prepare_run(job: TrainJob, run_dir: str | Path, *, on_event: EventSink | Non
 
 @torch.no_grad()
 def _estimate_prototypes(model: MustModel, root: Path, files: list[str], pp, device,
-                         batch_size: int) -> torch.Tensor:
+                         settings: MustSettings) -> torch.Tensor:
     model = model.to(device).eval()
-    ds = EvalDataset([root / f for f in files], pp)
-    loader = make_loader(ds, list(range(len(ds))), batch_size, 0, drop_last=False)
+    ds = EvalDataset([root / f for f in files], pp, source=_image_source(settings, pp))
+    loader = make_loader(ds, list(range(len(ds))), settings.batch_size, 0, drop_last=False)
     batches = (b[0][b[2]].to(device) for b in loader)
     protos = target_prototypes(model, batches)
     model.to("cpu")
     return protos.cpu()
+
+
+def _image_source(settings: MustSettings, pp):
+    """Images decoded once to what the views need, shared with prediction (same side)."""
+    return image_source(CacheSetting.parse(settings.image_cache, settings.image_cache_gb),
+                        cache_side(pp.image_size, settings.strong_scale_min))
 
 
 def _precision(settings: MustSettings, device: torch.device) -> torch.dtype | None:
@@ -205,7 +213,8 @@ class Trainer:
         self.teacher = EmaTeacher(self.student)
         layers = len(self.student.visual.transformer.resblocks)
         self.optimizer = build_optimizer(self.student, lr=s.lr(), weight_decay=s.weight_decay,
-                                         layer_decay=s.layer_decay, num_layers=layers)
+                                         layer_decay=s.layer_decay, num_layers=layers,
+                                         device=self.device)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         self.fair = FairnessLoss(self.num_classes, s.fair_running_average_classes)
@@ -214,8 +223,14 @@ class Trainer:
         self.mask_spec = MaskSpec(pp.image_size, patch, s.mask_patch_size or patch, s.mask_ratio)
         self.dataset = TwoViewDataset(self.root, self.files, pp, seed=s.seed,
                                       student_view=s.student_view, randaugment=s.randaugment,
-                                      scale_min=s.strong_scale_min)
-        self.workers = auto_workers(s.num_workers)
+                                      scale_min=s.strong_scale_min,
+                                      source=_image_source(s, pp))
+        self.loader_plan = loader_plan(self.device, s.num_workers)
+        self.workers = self.loader_plan.workers
+        # One loader for the whole run: worker processes start once, not every epoch.
+        self.sampler = EpochSampler()
+        self.loader = make_loader(self.dataset, self.sampler, self.batch_size,
+                                  self.loader_plan, drop_last=True)
         self.log_every = s.log_every or (10 if self.device.type == "cuda" else 1)
         self.step = 0
         self._reset_epoch_stats()
@@ -373,9 +388,8 @@ class Trainer:
                 order = epoch_order(len(self.files), s.seed, epoch)
                 order = order[: self.steps_per_epoch * self.batch_size]
                 self.dataset.set_epoch(epoch)
-                loader = make_loader(self.dataset, order[in_epoch * self.batch_size:],
-                                     self.batch_size, self.workers, drop_last=True,
-                                     pin_memory=self.device.type == "cuda")
+                self.sampler.set_order(epoch, order[in_epoch * self.batch_size:])
+                loader = self.loader
                 epoch_t0 = time.perf_counter()
                 for weak, strong, index in loader:
                     if control.pause_requested and not control.stop_requested:
