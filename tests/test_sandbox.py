@@ -61,6 +61,59 @@ def test_styles_differ_in_look():
     assert hf(tgt) > hf(src)
 
 
+def _style_stats(style: str) -> dict[str, float]:
+    arr = np.stack([np.asarray(i, float) for i, _ in world.make_split(3, style, seed=1)])
+    lum = arr @ np.array([0.299, 0.587, 0.114])
+    return {
+        "chroma": float((arr.max(-1) - arr.min(-1)).mean()),
+        "warmth": float((arr[..., 0] - arr[..., 2]).mean()),
+        "dark_floor": float(np.percentile(lum.reshape(len(arr), -1), 5, axis=1).mean()),
+        "detail": float(np.abs(np.diff(arr, axis=2)).mean()),
+    }
+
+
+def test_extra_styles_have_their_own_look():
+    source, target = _style_stats("source"), _style_stats("target")
+    faded = _style_stats("faded")
+    assert faded["chroma"] < 0.7 * source["chroma"]  # washed-out colour
+    assert faded["warmth"] > source["warmth"] + 15  # warm cast
+    assert faded["dark_floor"] > source["dark_floor"] + 20  # lifted blacks
+    assert _style_stats("sketch")["chroma"] < 0.4 * source["chroma"]  # pencil on paper
+    assert _style_stats("noisy-blur")["detail"] > 1.5 * target["detail"]  # heavy grain
+    pastel = _style_stats("pastel")
+    assert pastel["dark_floor"] > source["dark_floor"] + 30  # nothing dark
+    assert pastel["detail"] > 2 * source["detail"]  # textured
+
+
+def test_outline_keeps_only_the_edge_of_a_shape():
+    from PIL import ImageDraw
+
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).ellipse((12, 12, 52, 52), fill=255)
+    band = np.asarray(world._outline(mask, 4.0))
+    assert band[32, 32] == 0 and band[2, 2] == 0  # inside and outside are empty
+    assert band[32, 12] == 255 and band[12, 32] == 255  # the rim is drawn
+    assert 0.05 < (band > 0).mean() < 0.25
+
+
+def test_source_and_target_pictures_are_unchanged_by_the_extra_styles():
+    # The shipped demo was rendered before the extra looks existed; pictures in the original
+    # styles must not draw any of their random numbers (the demo rebuild would differ).
+    demo = RESOURCES / "demo"
+    if not (demo / "answer_key.csv").is_file():
+        pytest.skip("resources not built: python -m must_engine.sandbox.build_demo")
+    recipe = build_demo.DemoRecipe()
+    n = recipe.demo_per_class * len(world.CLASS_NAMES)
+    order = np.arange(n)
+    np.random.default_rng([recipe.demo_split_seed, world._style_key("target"), 0xF11E]).shuffle(order)
+    for name_index in range(12):
+        k = int(order[name_index])
+        i, c = divmod(k, len(world.CLASS_NAMES))
+        img = world.render(c, "target", world.image_rng(recipe.demo_split_seed, "target", c, i))
+        with Image.open(demo / "images" / f"{name_index + 1:04d}.png") as shipped:
+            assert np.array_equal(np.asarray(shipped.convert("RGB")), np.asarray(img))
+
+
 def test_shifted_style_checks_its_ranges():
     style = world.shifted_style((0.2, 0.6), palette=0.5, name="half")
     assert style.severity == (0.2, 0.6)
@@ -104,13 +157,32 @@ def test_tiny_clip_config_registers_with_open_clip():
     assert model.visual.patch_size == (8, 8)
 
 
-def test_pretraining_runs_and_is_deterministic():
+@pytest.mark.parametrize("size", tiny_clip.TINY_CLIP_SIZES)
+def test_pretraining_runs_and_is_deterministic(size):
     data = world.make_split(2, "source", seed=5)
     settings = tiny_clip.PretrainSettings(epochs=1, batch_size=10, warmup_steps=1)
-    a = tiny_clip.pretrain_tiny_clip(data, world.CLASS_NAMES, seed=1, settings=settings)
-    b = tiny_clip.pretrain_tiny_clip(data, world.CLASS_NAMES, seed=1, settings=settings)
+    cfg = tiny_clip.tiny_clip_config(size)
+    a = tiny_clip.pretrain_tiny_clip(data, world.CLASS_NAMES, seed=1, settings=settings,
+                                     config=cfg)
+    b = tiny_clip.pretrain_tiny_clip(data, world.CLASS_NAMES, seed=1, settings=settings,
+                                     config=cfg)
+    assert a.visual.transformer.width == tiny_clip.TINY_CLIP_SIZES[size].width
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb and va.equal(vb), ka
+
+
+def test_tiny_clip_sizes_differ_and_base_is_the_shipped_config():
+    import json
+
+    widths = {k: (v.width, v.layers) for k, v in tiny_clip.TINY_CLIP_SIZES.items()}
+    assert len(set(widths.values())) == len(widths) >= 3
+    assert tiny_clip.tiny_clip_config() == tiny_clip.tiny_clip_config("base")
+    shipped = MODEL_DIR / tiny_clip.CONFIG_FILE
+    if shipped.is_file():
+        doc = json.loads(shipped.read_text(encoding="utf-8"))
+        assert doc["model_cfg"] == tiny_clip.tiny_clip_config()
+    with pytest.raises(ValueError, match="Unknown tiny CLIP size"):
+        tiny_clip.tiny_clip_config("huge")
 
 
 def test_save_local_dir_round_trip(tmp_path):

@@ -59,17 +59,42 @@ def _pretrain_templates() -> tuple[str, ...]:
 PRETRAIN_TEMPLATES: tuple[str, ...] = _pretrain_templates()
 
 
-def tiny_clip_config() -> dict:
-    """The open_clip model config (``model_cfg``) of the tiny CLIP."""
+@dataclass(frozen=True)
+class TinyClipSize:
+    """The widths and depths of one tiny CLIP; everything else is shared."""
+
+    width: int  # image tower width, also the embedding size
+    layers: int  # image tower blocks
+    text_width: int
+    text_layers: int
+
+
+# "base" is the shipped model (resources/models/must-tiny-clip). The others exist to test
+# defaults on models of other capacities; the benchmark builds them, nothing ships them.
+TINY_CLIP_SIZES: dict[str, TinyClipSize] = {
+    "small": TinyClipSize(width=32, layers=2, text_width=32, text_layers=2),
+    "base": TinyClipSize(width=64, layers=4, text_width=64, text_layers=3),
+    "large": TinyClipSize(width=96, layers=6, text_width=64, text_layers=3),
+}
+
+
+def tiny_clip_config(size: str = "base") -> dict:
+    """The open_clip model config (``model_cfg``) of the tiny CLIP of ``size``."""
+    try:
+        dims = TINY_CLIP_SIZES[size]
+    except KeyError:
+        raise ValueError(
+            f"Unknown tiny CLIP size {size!r}; use one of: {', '.join(TINY_CLIP_SIZES)}."
+        ) from None
     return {
-        "embed_dim": 64,
+        "embed_dim": dims.width,
         "vision_cfg": {
             "image_size": 64,
             "patch_size": 8,
-            "layers": 4,
+            "layers": dims.layers,
             # Narrow on purpose: on two CPU cores a width-64 ViT learns these shapes about
             # as fast per step as width 128, at well under half the cost per step.
-            "width": 64,
+            "width": dims.width,
             "head_width": 32,
             "mlp_ratio": 4.0,
         },
@@ -78,9 +103,9 @@ def tiny_clip_config() -> dict:
             # context is plenty for prompt captions and keeps the text tower cheap.
             "context_length": 32,
             "vocab_size": 49408,
-            "width": 64,
+            "width": dims.text_width,
             "heads": 2,
-            "layers": 3,
+            "layers": dims.text_layers,
         },
     }
 

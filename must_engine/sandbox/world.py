@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 CLASS_NAMES: tuple[str, ...] = (
     "circle",
@@ -71,6 +71,15 @@ class StyleSpec:
     blur_radius: tuple[float, float]  # in output pixels, at severity 1
     noise_std: tuple[float, float]  # Gaussian pixel noise (0..255 units), at severity 1
     contrast_loss: tuple[float, float]  # fraction pulled toward mid grey, at severity 1
+    # Looks of the extra target styles. Their defaults switch them off and then draw no random
+    # numbers, so the source and target pictures (and the shipped demo) stay bit-identical.
+    # Shape drawn as an outline this wide (a fraction of the picture), not filled; 0 = filled.
+    outline_width: tuple[float, float] = (0.0, 0.0)
+    desaturation: tuple[float, float] = (0.0, 0.0)  # fraction of colour removed, at severity 1
+    # A colour cast: the picture is tinted toward a colour of hue in ``cast_hue`` (0..1).
+    cast_hue: tuple[float, float] = (0.0, 0.0)
+    cast_strength: tuple[float, float] = (0.0, 0.0)  # at severity 1
+    fade: tuple[float, float] = (0.0, 0.0)  # fraction pulled toward a washed-out light grey
 
 
 # Bright flat shapes on light, plain backgrounds: the pretraining world.
@@ -147,6 +156,35 @@ STYLES: dict[str, StyleSpec] = {
     # muted palette hurt more than textures (~20-30%) and erased the class structure of the
     # features (a linear probe on them did no better), leaving nothing to adapt from.
     "target": shifted_style(severity=(0.8, 1.0), palette=0.0, name="target"),
+    # Extra shifts for benchmarking defaults (tests/bench/bench_adaptation.py says which are
+    # for choosing defaults and which are held out). Each changes one kind of look.
+    # Colour cast and fade: an old print, warm-tinted, washed out, a little soft.
+    "faded": replace(
+        SOURCE_STYLE, name="faded", severity=(0.8, 1.0), clutter_count=(1, 4),
+        desaturation=(0.5, 0.8), cast_hue=(0.05, 0.12), cast_strength=(0.4, 0.6),
+        fade=(0.3, 0.5), blur_radius=(0.3, 0.8), noise_std=(3.0, 8.0),
+    ),
+    # Outline drawings: dark pencil strokes on grainy paper, no filled shapes.
+    "sketch": replace(
+        SOURCE_STYLE, name="sketch", severity=(0.8, 1.0), outline_width=(0.025, 0.05),
+        shape_saturation=(0.0, 0.3), shape_value=(0.05, 0.4),
+        background_saturation=(0.0, 0.15), background_value=(0.8, 1.0),
+        background_texture_p=0.6, texture_amplitude=0.08, clutter_count=(2, 6),
+        desaturation=(0.6, 1.0), blur_radius=(0.2, 0.6), noise_std=(4.0, 10.0),
+    ),
+    # Heavy noise and blur over the source look (no new textures or colours).
+    "noisy-blur": replace(
+        SOURCE_STYLE, name="noisy-blur", severity=(0.8, 1.0), clutter_count=(0, 4),
+        blur_radius=(1.3, 2.0), noise_std=(25.0, 40.0), contrast_loss=(0.1, 0.3),
+    ),
+    # A pastel palette with textured backgrounds and fills: pale shapes, low contrast.
+    "pastel": replace(
+        SOURCE_STYLE, name="pastel", severity=(0.8, 1.0),
+        shape_saturation=(0.25, 0.6), shape_value=(0.75, 1.0),
+        background_saturation=(0.1, 0.45), background_value=(0.6, 0.95), min_contrast=0.4,
+        background_texture_p=1.0, fill_texture_p=0.3, texture_amplitude=0.2,
+        clutter_count=(1, 5), blur_radius=(0.3, 0.6), noise_std=(4.0, 8.0),
+    ),
 }
 
 
@@ -403,6 +441,8 @@ def render(
     cy = rng.uniform(margin, size - margin)
     angle = rng.uniform(0, 2 * math.pi)
     mask = _shape_mask(CLASS_NAMES[class_index], size, cx, cy, r, angle, rng)
+    if spec.outline_width[1] > 0:
+        mask = _outline(mask, rng.uniform(*spec.outline_width) * size)
     fill_img = Image.fromarray(_field_u8(fill), mode="RGB")
     canvas = Image.composite(fill_img, canvas, mask)
 
@@ -413,7 +453,7 @@ def render(
     blur = sev * rng.uniform(*spec.blur_radius)
     if blur > 0:
         img = img.filter(ImageFilter.GaussianBlur(radius=float(blur)))
-    arr = np.asarray(img, dtype=np.float64)
+    arr = _colour_effects(np.asarray(img, dtype=np.float64), spec, sev, rng)
     loss = sev * rng.uniform(*spec.contrast_loss)
     if loss > 0:
         arr = (arr - 128.0) * (1.0 - loss) + 128.0
@@ -421,6 +461,32 @@ def render(
     if noise > 0:
         arr = arr + rng.normal(0.0, noise, size=arr.shape)
     return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8), mode="RGB")
+
+
+def _outline(mask: Image.Image, width: float) -> Image.Image:
+    """The band of about ``width`` pixels along the edges of a filled mask."""
+    k = 2 * max(1, int(round(width / 2))) + 1  # rank filters take odd sizes
+    return ImageChops.subtract(mask.filter(ImageFilter.MaxFilter(k)),
+                               mask.filter(ImageFilter.MinFilter(k)))
+
+
+def _colour_effects(arr: np.ndarray, spec: StyleSpec, sev: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Desaturation, colour cast and fade of an RGB array (0..255 floats). An effect that
+    is off draws nothing from ``rng``."""
+    if spec.desaturation[1] > 0:
+        amount = sev * rng.uniform(*spec.desaturation)
+        grey = arr @ np.array([0.299, 0.587, 0.114])
+        arr = arr * (1.0 - amount) + grey[..., None] * amount
+    if spec.cast_strength[1] > 0:
+        tint = np.array(colorsys.hsv_to_rgb(rng.uniform(*spec.cast_hue), 0.6, 1.0))
+        amount = sev * rng.uniform(*spec.cast_strength)
+        arr = arr * (1.0 - amount + amount * tint)
+    if spec.fade[1] > 0:
+        # Lifted blacks and dulled whites, as in a sun-faded print.
+        amount = sev * rng.uniform(*spec.fade)
+        arr = arr * (1.0 - amount) + 215.0 * amount
+    return arr
 
 
 def _style_key(style: str | StyleSpec) -> int:
