@@ -102,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="accuracy of predictions against class-named subfolders")
     e.add_argument("predictions", type=Path, help="CSV written by `must predict`")
-    e.add_argument("images", type=Path, help="the same folder, with one subfolder per class")
+    e.add_argument("images", type=Path, nargs="?",
+                   help="the same folder, with one subfolder per class")
+    e.add_argument("--labels", type=Path, help="a CSV of path,label instead of subfolders")
+    e.add_argument("--confusion", action="store_true",
+                   help="also print the confusion matrices before and after adaptation")
 
     x = sub.add_parser("export", help="export an adapted model or its predictions")
     x.add_argument("run", type=Path)
@@ -343,8 +347,12 @@ def cmd_predict(args) -> int:
 def cmd_eval(args) -> int:
     from must_engine.evaluate import evaluate_csv
 
-    result = evaluate_csv(args.predictions, args.images)
+    result = evaluate_csv(args.predictions, args.images, labels=args.labels)
     print(result.table())
+    if args.confusion:
+        for title, zero in (("zero-shot", True), ("adapted", False)):
+            print(f"\nconfusion matrix, {title} (rows: true class, columns: predicted)")
+            print(result.confusion_table(zero_shot=zero))
     return 0
 
 

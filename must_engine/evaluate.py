@@ -1,13 +1,18 @@
-"""Top-1 accuracy of a predictions CSV against a folder laid out one subfolder per class.
+"""Top-1 accuracy and confusion matrices of predictions against known labels: a folder laid
+out one subfolder per class, or a labels CSV (``path,label``).
 
 Only for measuring: adaptation itself never reads labels.
 """
 
 from __future__ import annotations
 
+import csv
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from must_engine.predict import read_predictions_csv
 
@@ -35,7 +40,14 @@ class ClassAccuracy:
 @dataclass
 class Evaluation:
     per_class: list[ClassAccuracy]
-    unlabelled: int  # rows whose folder is not a class name
+    unlabelled: int  # rows with no known label
+    # rows: true class, columns: predicted class
+    confusion_adapted: list[list[int]] = field(default_factory=list)
+    confusion_zero_shot: list[list[int]] = field(default_factory=list)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.per_class]
 
     @property
     def count(self) -> int:
@@ -58,8 +70,22 @@ class Evaluation:
         lines.append(f"{'overall':<{width}}  {self.count:>6}  {self.zero_shot:>9.1%}  "
                      f"{self.adapted:>8.1%}  {100 * (self.adapted - self.zero_shot):+.1f}")
         if self.unlabelled:
-            lines.append(f"({self.unlabelled} images were not in a class-named subfolder and "
-                         "were not counted)")
+            lines.append(f"({self.unlabelled} images had no known label and were not counted)")
+        return "\n".join(lines)
+
+    def confusion_table(self, *, zero_shot: bool = False) -> str:
+        """The confusion matrix as text: one row per true class, one column per prediction."""
+        matrix = self.confusion_zero_shot if zero_shot else self.confusion_adapted
+        names = self.class_names
+        width = max(len("true \\ predicted"), *(len(n) for n in names))
+        cols = [max(5, len(n)) for n in names]
+        corner = "true \\ predicted"
+        head = f"{corner:<{width}}  " + "  ".join(
+            f"{n:>{w}}" for n, w in zip(names, cols, strict=True))
+        lines = [head]
+        for name, row in zip(names, matrix, strict=True):
+            lines.append(f"{name:<{width}}  " + "  ".join(
+                f"{v:>{w}}" for v, w in zip(row, cols, strict=True)))
         return "\n".join(lines)
 
 
@@ -73,26 +99,84 @@ def labels_from_folders(paths: list[str], class_names: list[str]) -> list[int | 
     return out
 
 
-def evaluate_csv(csv_path: str | Path, images: str | Path) -> Evaluation:
+def has_class_folders(images: str | Path, class_names: list[str]) -> bool:
+    """Whether ``images`` has at least one subfolder named after a class."""
     images = Path(images)
     if not images.is_dir():
-        raise FileNotFoundError(f"Image folder {images} was not found.")
-    classes, rows = read_predictions_csv(csv_path)
-    folders = {_norm(d.name) for d in images.iterdir() if d.is_dir()}
-    if not folders & {_norm(c) for c in classes}:
-        raise ValueError(f"{images} has no subfolder named after a class; `must eval` needs one "
-                         "subfolder per class holding that class's images.")
-    truth = labels_from_folders([r["path"] for r in rows], classes)
-    stats = [ClassAccuracy(n, 0, 0, 0) for n in classes]
+        return False
+    names = {_norm(c) for c in class_names}
+    return any(d.is_dir() and _norm(d.name) in names for d in images.iterdir())
+
+
+def read_labels_csv(path: str | Path, class_names: list[str]) -> dict[str, int]:
+    """``path -> class index`` from a CSV with the columns ``path`` and ``label`` (paths
+    relative to the image folder, labels class names)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Labels file {path} was not found.")
+    index = {_norm(n): i for i, n in enumerate(class_names)}
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not {"path", "label"} <= set(reader.fieldnames or []):
+            raise ValueError(f"{path} needs the columns 'path' and 'label' (one row per "
+                             "image, the label a class name).")
+        out: dict[str, int] = {}
+        for line, row in enumerate(reader, start=2):
+            label = _norm(row["label"] or "")
+            if label not in index:
+                raise ValueError(f"{path} line {line} has the label '{row['label']}', which is "
+                                 "not one of the classes; fix the label or the class names.")
+            out[Path(row["path"]).as_posix()] = index[label]
+    return out
+
+
+def evaluate_labels(class_names: Sequence[str], truth: Sequence[int | None],
+                    adapted: Sequence[int], zero_shot: Sequence[int]) -> Evaluation:
+    """Accuracy and confusion matrices from class indices (``None`` truth: not counted)."""
+    c = len(class_names)
+    stats = [ClassAccuracy(n, 0, 0, 0) for n in class_names]
+    conf_a = np.zeros((c, c), dtype=np.int64)
+    conf_z = np.zeros((c, c), dtype=np.int64)
     unlabelled = 0
-    for row, t in zip(rows, truth, strict=True):
+    for t, a, z in zip(truth, adapted, zero_shot, strict=True):
         if t is None:
             unlabelled += 1
             continue
         s = stats[t]
         s.count += 1
-        s.adapted_correct += _norm(row["label"]) == _norm(classes[t])
-        s.zero_shot_correct += _norm(row["zero_shot_label"]) == _norm(classes[t])
-    if sum(s.count for s in stats) == 0:
-        raise ValueError(f"No row of {csv_path} lies in a class-named subfolder of {images}.")
-    return Evaluation(stats, unlabelled)
+        s.adapted_correct += int(a == t)
+        s.zero_shot_correct += int(z == t)
+        conf_a[t, a] += 1
+        conf_z[t, z] += 1
+    return Evaluation(stats, unlabelled, conf_a.tolist(), conf_z.tolist())
+
+
+def evaluate_csv(csv_path: str | Path, images: str | Path | None = None, *,
+                 labels: str | Path | None = None) -> Evaluation:
+    """Evaluate a ``must predict`` CSV against class-named subfolders of ``images`` or
+    against a labels CSV."""
+    classes, rows = read_predictions_csv(csv_path)
+    paths = [r["path"] for r in rows]
+    if labels is not None:
+        known = read_labels_csv(labels, classes)
+        truth: list[int | None] = [known.get(Path(p).as_posix()) for p in paths]
+        source = f"{labels}"
+    else:
+        if images is None:
+            raise ValueError("Give the image folder (with one subfolder per class) or "
+                             "--labels with a labels CSV.")
+        images = Path(images)
+        if not images.is_dir():
+            raise FileNotFoundError(f"Image folder {images} was not found.")
+        if not has_class_folders(images, classes):
+            raise ValueError(f"{images} has no subfolder named after a class; `must eval` needs "
+                             "one subfolder per class holding that class's images, or --labels.")
+        truth = labels_from_folders(paths, classes)
+        source = f"a class-named subfolder of {images}"
+    index = {_norm(n): i for i, n in enumerate(classes)}
+    adapted = [index[_norm(r["label"])] for r in rows]
+    zero = [index[_norm(r["zero_shot_label"])] for r in rows]
+    result = evaluate_labels(classes, truth, adapted, zero)
+    if result.count == 0:
+        raise ValueError(f"No row of {csv_path} has a known label in {source}.")
+    return result

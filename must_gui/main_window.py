@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from must_engine.project import PROJECT_SUFFIX, Project, ProjectError, predictions_cache
+from must_engine.trust.user_labels import UserLabels, labels_path, write_run_labels
 from must_gui.pages.setup_page import SetupPage, StartRequest
 from must_gui.pages.start_page import StartPage
 from must_gui.pages.training_page import TrainingPage
@@ -96,6 +97,7 @@ class ResultsHost(QWidget):
         super().__init__(parent)
         self.setObjectName("page")
         self.page = None
+        self.labels_file: Path | None = None
         self._fallback_results = False
         self.empty = QLabel(NO_RESULTS)
         self.empty.setObjectName("hint")
@@ -118,8 +120,15 @@ class ResultsHost(QWidget):
             cls = results_page_class()
             if cls is not None:
                 self.page = cls(self)
+                self.page.trust.set_labels_file(self.labels_file)
                 self.page.hide()
                 self.layout_.addWidget(self.page)
+
+    def set_labels_file(self, path: Path | None) -> None:
+        """The project's user labels (spot-check answers, corrections)."""
+        self.labels_file = path
+        if self.page is not None:
+            self.page.trust.set_labels_file(path)
 
     def set_results(self, predictions, run_dir: Path) -> None:
         self.prepare()
@@ -411,6 +420,7 @@ class MainWindow(QMainWindow):
         self.training_page.clear()
         self.project = project
         self.setup_page.set_project(project)
+        self.results.set_labels_file(labels_path(project.path) if project.path else None)
         if project.path is not None:
             self.preferences.add_recent(project.path)
             self.preferences.last_folder = str(project.path.parent.parent
@@ -515,6 +525,10 @@ class MainWindow(QMainWindow):
         self.project.add_run(request.run_dir)
         self.save_project()
         self.training_page.set_runs(self.project)
+        if self.project.path is not None and not (Path(request.run_dir) / "checkpoint.pt").exists():
+            # the user's labels and left-out images: fixed for this run, as for every run
+            write_run_labels(request.run_dir, UserLabels.load(labels_path(self.project.path)),
+                             request.project.class_names)
         self.training_page.start(request)
         self._update_navigation()
         self.show_page(TRAINING)

@@ -70,6 +70,9 @@ from must_engine.training.losses import (
     self_training_loss,
 )
 from must_engine.training.optim import build_optimizer, cosine_lr, set_lr
+from must_engine.trust.collapse import CollapseWatch
+from must_engine.trust.corrections import FixedLabels
+from must_engine.trust.user_labels import read_run_labels, training_files
 from must_engine.weights import load_model_weights, save_model_weights
 
 EventSink = Callable[[Event], None]
@@ -191,7 +194,8 @@ class Trainer:
         if device is not None:
             self.settings.device = device
         self.device = resolve_device(self.settings.device)
-        self.files = self.info.image_files()
+        run_labels = read_run_labels(self.info.path, self.info.class_names)
+        self.files = training_files(self.info.image_files(), run_labels)
         self.root = self.info.images_root
         missing = [f for f in self.files[:50] if not (self.root / f).exists()]
         if missing:
@@ -203,6 +207,9 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(len(self.files), self.batch_size)
         self.total_steps = self.steps_per_epoch * s.epochs
         self.amp_dtype = _precision(s, self.device)
+        self.fixed_labels = FixedLabels(run_labels, self.files, self.device)
+        self.watch = CollapseWatch(self.info.class_names)
+        self.watch.replay(self.info.path / METRICS_FILE)
 
         student = must_model_from_config(self.info.architecture)
         extra = load_model_weights(self.info.path / ZERO_SHOT_FILE, student)
@@ -320,12 +327,13 @@ class Trainer:
         with torch.no_grad(), self._autocast():
             teacher_logits = self.teacher.module(weak)
         labels, confidence, confident = pseudo_labels(teacher_logits, s.conf_threshold)
+        st_labels, st_weight = self.fixed_labels.apply(index, labels, confident)
 
         zero = torch.zeros((), device=self.device)
         with self._autocast():
             out = self.student.forward_train(student_view, mask,
                                              reconstruct=mask is not None and s.mim_weight > 0)
-            loss_st = self_training_loss(out.logits, labels, confident)
+            loss_st = self_training_loss(out.logits, st_labels, st_weight)
             loss_fair = self.fair(out.logits) if s.fair_weight > 0 else zero
             loss_mim = zero
             loss_align = zero
@@ -426,7 +434,10 @@ class Trainer:
                     if end_of_epoch:
                         break
                 self.ep_seconds += time.perf_counter() - epoch_t0
-                yield out(self._epoch_summary(epoch))
+                summary = self._epoch_summary(epoch)
+                yield out(summary)
+                for warning in self.watch.update(summary, self.step):
+                    yield out(warning)
                 self._reset_epoch_stats()
                 self._save_pseudo_labels()
                 if self.step < self.total_steps:

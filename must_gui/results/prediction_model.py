@@ -274,6 +274,7 @@ class FilterState:
     min_confidence: float = 0.0
     max_confidence: float = 1.0
     changed_only: bool = False
+    items: frozenset[int] | None = None  # only these table rows (a group chosen elsewhere)
 
 
 class PredictionFilterProxy(QSortFilterProxyModel):
@@ -376,6 +377,8 @@ class PredictionFilterProxy(QSortFilterProxyModel):
             mask &= np.isin(a.labels, np.fromiter(s.classes, dtype=np.int64))
         if s.changed_only:
             mask &= a.changed
+        if s.items is not None:
+            mask &= np.isin(np.arange(len(mask)), np.fromiter(s.items, dtype=np.int64))
         self._item_mask = mask
         self._accept_rows = mask[src.order].tolist()
 

@@ -44,6 +44,7 @@ from must_gui.results.prediction_model import (
 from must_gui.results.pseudo_labels import PseudoLabels
 from must_gui.results.thumbnail_cache import ThumbnailCache
 from must_gui.results.thumbnail_grid import ThumbnailGrid
+from must_gui.trust.trust_panel import TrustPanel
 
 SORT_CHOICES: tuple[tuple[str, SortKey, bool], ...] = (
     ("Confidence, high to low", SortKey.CONFIDENCE, True),
@@ -211,6 +212,9 @@ class ResultsPage(QWidget):
         self.sort_combo.currentIndexChanged.connect(self._on_sort_changed)
         fl.addWidget(self.sort_combo)
 
+        self.trust = TrustPanel(self)  # spot-check, known labels, changes, unsure, corrections
+        fl.addWidget(self.trust)
+
         fl.addSpacing(12)
         self.export_button = QPushButton("Export model…")
         self.export_button.setToolTip("Save the adapted classifier as a bundle, TorchScript "
@@ -270,6 +274,7 @@ class ResultsPage(QWidget):
         self._fill_class_list()
         self.export_button.setEnabled(len(predictions) > 0)
         self.sorted_copies_button.setEnabled(len(predictions) > 0)
+        self.trust.set_results(predictions, self._run_dir)
         self._update_summary()
 
     def clear_results(self) -> None:
@@ -291,6 +296,7 @@ class ResultsPage(QWidget):
             self._loading = False
         self.export_button.setEnabled(False)
         self.sorted_copies_button.setEnabled(False)
+        self.trust.clear()
         self._last_selected = -1
         self._update_summary()
 
