@@ -174,6 +174,8 @@ class Progress:
             self._write(f"epoch {event.epoch + 1}/{event.epochs}: mean teacher confidence "
                         f"{event.mean_confidence:.3f}, above threshold "
                         f"{event.confident_fraction:.0%}")
+        elif isinstance(event, ev.RunWarning):
+            self._write(f"warning: {event.message} {event.suggestion}".rstrip())
         elif isinstance(event, ev.RunFinished):
             self._close()
             word = "Stopped" if event.stopped else "Finished"

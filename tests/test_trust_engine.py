@@ -174,3 +174,13 @@ def test_must_eval_prints_confusion_matrices(tmp_path, capsys):
     assert "overall" in capsys.readouterr().out
     assert main(["eval", str(preds)]) == 2
     assert "--labels" in capsys.readouterr().err
+
+
+def test_the_command_line_prints_run_warnings(capsys):
+    from must_engine.cli import Progress
+    from must_engine.events import RunWarning
+
+    Progress()(RunWarning(COLLAPSE, "Class 'fox' is losing its pseudo-labels.",
+                          "Rename the class.", ["fox"], 30))
+    assert "warning: Class 'fox' is losing its pseudo-labels. Rename the class." in \
+        capsys.readouterr().err

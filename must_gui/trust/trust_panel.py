@@ -137,7 +137,7 @@ class TrustPanel(QWidget):
         self.unsure_check.toggled.connect(self.show_unsure)
         self.unsure_export = QPushButton("Save unsure list…")
         self.unsure_export.clicked.connect(self.export_unsure)
-        self.leave_out_check = QCheckBox("Leave unsure images out of training")
+        self.leave_out_check = QCheckBox("Leave unsure out of training")
         self.leave_out_check.toggled.connect(self._on_leave_out)
         self.show_all_button = QPushButton("Show all images")
         self.show_all_button.clicked.connect(self.show_all)
