@@ -50,6 +50,12 @@ QProgressBar::chunk { background: #7aa6ee; border-radius: 4px; }
 QPlainTextEdit, QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox, QListWidget, QTreeWidget {
     background: white;
 }
+QComboBox QAbstractItemView {
+    background: white; border: 1px solid #c9d0db; outline: none;
+    selection-background-color: #dbe6fa; selection-color: #173b7a;
+}
+QComboBox QAbstractItemView::item { min-height: 22px; padding: 0 6px; color: #101828; }
+QComboBox QAbstractItemView::item:selected { background: #dbe6fa; color: #173b7a; }
 QListWidget#recentList { border: 1px solid #dde2ea; border-radius: 8px; padding: 4px; }
 QListWidget#recentList::item { border-radius: 6px; }
 QListWidget#recentList::item:selected { background: #dbe6fa; color: #173b7a; }

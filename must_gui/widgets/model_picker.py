@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QInputDialog,
     QLabel,
+    QLineEdit,
     QMessageBox,
     QPushButton,
     QVBoxLayout,
@@ -56,6 +57,36 @@ def human_size(n_bytes: float) -> str:
     return f"{n_bytes / 1e3:.0f} KB"
 
 
+def shipped_model() -> tuple[str, str] | None:
+    """The tiny CLIP that ships with the app (the demo's model), as a (model, pretrained)
+    choice; None when this installation has no demo files."""
+    from must_engine import demo_files
+
+    folder = demo_files.demo_model_dir()
+    if not (folder / "open_clip_config.json").is_file():
+        return None
+    return LOCAL_PREFIX + str(folder.resolve()), ""
+
+
+SHIPPED_LABEL = "MUST tiny CLIP · shipped with the app (offline, for trying things out)"
+
+
+def matches(text: str, query: str) -> bool:
+    """Every word of the query appears in the text (case-insensitive): "b-16 laion"."""
+    low = text.lower()
+    return all(word in low for word in query.lower().split())
+
+
+def same_choice(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """Equal choices; local folders compare as resolved paths (the demo names its model
+    folder as installed, the folder button as resolved)."""
+    if a == b:
+        return True
+    if a[0].startswith(LOCAL_PREFIX) and b[0].startswith(LOCAL_PREFIX) and a[1] == b[1]:
+        return Path(a[0][len(LOCAL_PREFIX):]).resolve() == Path(b[0][len(LOCAL_PREFIX):]).resolve()
+    return False
+
+
 def describe_choice(model: str, pretrained: str) -> str:
     if model.startswith(LOCAL_PREFIX):
         return f"Local folder: {Path(model[len(LOCAL_PREFIX):]).name}"
@@ -79,6 +110,13 @@ class ModelPicker(QWidget):
         self.combo.setAccessibleName("Model")
         self.combo.setMinimumContentsLength(24)
         self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.search = QLineEdit(self)
+        self.search.setObjectName("modelSearch")
+        self.search.setAccessibleName("Search models")
+        self.search.setPlaceholderText("Search the models: B-16, laion, cached…")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(lambda _t: self._fill())
+        self.search.returnPressed.connect(self.combo.showPopup)  # Enter: choose among matches
         self.local_button = QPushButton("&Local folder…", self)
         self.local_button.setToolTip("An open_clip model folder (open_clip_config.json + weights)")
         self.file_button = QPushButton("Chec&kpoint file…", self)
@@ -92,6 +130,7 @@ class ModelPicker(QWidget):
         row.addWidget(self.file_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.search)
         layout.addLayout(row)
         layout.addWidget(self.info)
         self._catalog: ModelCatalog | None = None
@@ -184,25 +223,48 @@ class ModelPicker(QWidget):
     def _worker_done(self) -> None:
         self._worker = None
 
+    def choices(self) -> list[tuple[str, tuple[str, str]]]:
+        """(label, (model, pretrained)) of every model the picker offers, search aside."""
+        items = []
+        shipped = shipped_model()
+        if shipped is not None:
+            items.append((SHIPPED_LABEL, shipped))
+        if self._catalog is not None:
+            for e in self._catalog.entries:
+                mark = "  ✓ cached" if e.cached else ""
+                size = human_size(e.cached_bytes if e.cached else e.download_bytes)
+                items.append((f"{e.model} · {e.pretrained}   ≈ {size}{mark}",
+                              (e.model, e.pretrained)))
+        return items
+
+    def index_of(self, model: str, pretrained: str) -> int:
+        """The combo row holding this choice, -1 if none. (QComboBox.findData cannot be
+        used: it does not match Python tuples reliably, and showed the wrong model.)"""
+        for i in range(self.combo.count()):
+            if same_choice(self.combo.itemData(i), (model, pretrained)):
+                return i
+        return -1
+
     def _fill(self) -> None:
         self._filling = True
         try:
             self.combo.clear()
             current = (self._model, self._pretrained)
-            in_catalog = False
-            if self._catalog is not None:
-                for e in self._catalog.entries:
-                    mark = "  ✓ cached" if e.cached else ""
-                    size = human_size(e.cached_bytes if e.cached else e.download_bytes)
-                    self.combo.addItem(f"{e.model} · {e.pretrained}   ≈ {size}{mark}",
-                                       (e.model, e.pretrained))
-                    in_catalog = in_catalog or (e.model, e.pretrained) == current
-            if self._model and not in_catalog:
+            query = self.search.text().strip()
+            offered = self.choices()
+            for label, data in offered:
+                # The current choice stays listed whatever the search, so the combo never
+                # shows a model other than the one that loads.
+                if same_choice(data, current) or not query or matches(label, query):
+                    self.combo.addItem(label, data)
+            if self._model and not any(same_choice(data, current) for _label, data in offered):
                 self.combo.insertItem(0, describe_choice(*current), current)
-            index = self.combo.findData(current)
-            self.combo.setCurrentIndex(max(0, index))
+            self.combo.setCurrentIndex(max(0, self.index_of(*current)))
         finally:
             self._filling = False
+        shown = self.combo.count()
+        if query:
+            self.search.setToolTip(f"{shown} of {len(offered)} models match")
         self._describe()
 
     def _picked(self, index: int) -> None:
