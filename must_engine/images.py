@@ -245,6 +245,30 @@ def scan_folder(
     return FolderScan(root_path, good, skipped, cancelled=cancelled)
 
 
+def confirm_readable(scan: FolderScan, needed: int = 2) -> FolderScan:
+    """A lazily listed scan (verify=False) with its first ``needed`` readable files checked.
+
+    Files are checked in order until ``needed`` decode; those that fail on the way move to
+    ``skipped`` with the reason. The rest are checked when they are first decoded (training
+    and prediction report them then), so a large folder starts without a full pass.
+    """
+    good = 0
+    bad: list[SkippedFile] = []
+    for rel in scan.files:
+        if good >= needed:
+            break
+        reason = _check_one(scan.root.joinpath(*rel.split("/")))
+        if reason is None:
+            good += 1
+        else:
+            bad.append(SkippedFile(rel, reason))
+    if not bad:
+        return scan
+    dropped = {b.path for b in bad}
+    return FolderScan(scan.root, [f for f in scan.files if f not in dropped],
+                      sorted(scan.skipped + bad, key=lambda s: s.path), scan.cancelled)
+
+
 # --- decoding -----------------------------------------------------------------------------
 
 
