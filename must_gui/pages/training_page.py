@@ -31,12 +31,14 @@ from must_engine.events import (
     Resumed,
     RunFinished,
     RunStarted,
+    RunWarning,
     Status,
     StepMetrics,
 )
 from must_engine.project import Project, predictions_cache
 from must_gui.pages.setup_page import StartRequest
 from must_gui.plots import TrainingPlots
+from must_gui.trust.run_warnings import RunWarningsLabel
 from must_gui.widgets.download_bar import DownloadBar
 from must_gui.widgets.run_picker import RunPicker, describe_run
 from must_gui.workers import TaskContext, Worker
@@ -135,6 +137,7 @@ class TrainingPage(QWidget):
         self.status.setObjectName("hint")
         self.status.setWordWrap(True)
         self.download_bar = DownloadBar()
+        self.warnings = RunWarningsLabel()  # class collapse and the like, beside the plots
 
         self.pause_button = QPushButton("&Pause")
         self.pause_button.setToolTip("Pause after the current step; nothing is lost")
@@ -186,6 +189,7 @@ class TrainingPage(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(button_row)
         layout.addWidget(self.status)
+        layout.addWidget(self.warnings)
         layout.addWidget(self.download_bar)
         layout.addWidget(self.plots, 1)
 
@@ -231,6 +235,7 @@ class TrainingPage(QWidget):
         self.last_finished = None
         self.control = TrainControl()
         self.plots.reset(request.project.class_names)
+        self.warnings.clear_warnings()
         if request.resume:
             self.plots.load_history(self.run_dir)
         self._describe(request.project)
@@ -282,6 +287,7 @@ class TrainingPage(QWidget):
         self.last_finished = None
         self.device = ""
         self.plots.reset()
+        self.warnings.clear_warnings()
         self.title.setText("Training")
         self.subtitle.setText("No run yet. Set up the project and start the adaptation.")
         self.status.setText("")
@@ -370,6 +376,8 @@ class TrainingPage(QWidget):
                                 f"mean confidence {event.mean_confidence:.2f}.")
         elif isinstance(event, RunStarted):
             self._run_started(event)
+        elif isinstance(event, RunWarning):
+            self.warnings.add(event)
         elif isinstance(event, Paused):
             self._set_state(PAUSED)
             self.status.setText(f"Paused at step {event.step}. Resume when you are ready.")

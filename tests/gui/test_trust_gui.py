@@ -171,3 +171,22 @@ def test_a_correction_in_the_inspector_changes_the_next_runs_training_set(
     second_run = Path(second.args[1])
     assert second_run != first_run
     assert read_run_labels(second_run, CLASSES).fixed == {path: 2}
+
+
+def test_run_warnings_show_beside_the_plots_without_resizing_them(window, qtbot):
+    from must_engine.events import RunWarning
+
+    page = window.training_page
+    height = page.plots.height()
+    assert page.warnings.text() == ""
+    page.handle_event(RunWarning("class_collapse", "Class 'fox' is losing its pseudo-labels.",
+                                 "Rename the class.", ["fox"], 12))
+    page.handle_event(RunWarning("class_never_confident", "No image of 'owl' has passed.",
+                                 "Lower the threshold.", ["owl"], 20))
+    assert "owl" in page.warnings.text() and "Lower the threshold." in page.warnings.text()
+    assert "1 earlier warning" in page.warnings.text()
+    assert "fox" in page.warnings.toolTip()
+    qtbot.wait(50)
+    assert page.plots.height() == height
+    page.clear()
+    assert page.warnings.text() == ""
