@@ -26,18 +26,25 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_adaptation import sandbox_target  # noqa: E402
 
 from must_engine.demo_files import demo_model_dir, demo_settings_overrides, demo_templates  # noqa: E402
 from must_engine.evaluate import labels_from_folders  # noqa: E402
 from must_engine.models.source import ModelSpec  # noqa: E402
 from must_engine.predict import predict_run  # noqa: E402
 from must_engine.runs import TrainJob  # noqa: E402
+from must_engine.sandbox import world  # noqa: E402
 from must_engine.training.trainer import train  # noqa: E402
 from must_engine.trust.spot_check import SpotCheckPlan, estimate  # noqa: E402
 from must_engine.trust.user_labels import UserLabels, write_run_labels  # noqa: E402
+
+
+def sandbox_target(out: Path, per_class: int, seed: int) -> tuple[Path, list[str]]:
+    """Target-style sandbox pictures in one subfolder per class (labels only score)."""
+    root = out / f"sandbox-target-{per_class}-{seed}"
+    if not (root / ".complete").exists():
+        world.write_folder(root, per_class, "target", seed, by_class_subfolders=True)
+        (root / ".complete").touch()
+    return root, list(world.CLASS_NAMES)
 
 
 def adapt(work: Path, images: Path, names: list[str], seed: int,
