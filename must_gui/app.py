@@ -97,6 +97,14 @@ def warm_up_engine() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Qt aborts (exit 134) on a missing system library or display, naming at most one: check
+    # first and say what to install (must_gui/platform_check.py).
+    from must_gui.platform_check import qt_start_problem
+
+    problem = qt_start_problem()
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
     app = create_application(argv)
 
     from PySide6.QtCore import QTimer
