@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from must_engine.events import DownloadProgress, Event, Status
+from must_engine.models.hub_probe import HubProbe
 from must_engine.views import Preprocess
 
 HF_PREFIX = "hf-hub:"
@@ -131,8 +132,10 @@ def builtin_model_config(name: str) -> dict[str, Any] | None:
     return _open_clip().get_model_config(name)
 
 
-def read_model_config(spec: ModelSpec, on_event: EventSink | None = None) -> dict[str, Any]:
-    """The open_clip model config (``model_cfg``) of a spec, without building the model."""
+def read_model_config(spec: ModelSpec, on_event: EventSink | None = None,
+                      hub: HubProbe | None = None) -> dict[str, Any]:
+    """The open_clip model config (``model_cfg``) of a spec, without building the model.
+    hub: the reachability probe to share with a following prefetch_weights (else a new one)."""
     oc = _open_clip()
     if spec.kind == "local-dir":
         path = Path(spec.model[len(LOCAL_PREFIX):]) / CONFIG_NAME
@@ -143,7 +146,8 @@ def read_model_config(spec: ModelSpec, on_event: EventSink | None = None) -> dic
         return data.get("model_cfg", data)
     if spec.kind == "hf-hub":
         repo = spec.model[len(HF_PREFIX):]
-        cfg_path = _hub_download(repo, CONFIG_NAME, on_event, required=True)
+        cfg_path = _hub_download(repo, CONFIG_NAME, on_event, required=True,
+                                 hub=hub or HubProbe())
         data = json.loads(Path(cfg_path).read_text(encoding="utf-8"))
         return data.get("model_cfg", data)
     cfg = oc.get_model_config(spec.model)
@@ -194,12 +198,15 @@ def _progress_tqdm(what: str, on_event: EventSink):
     return _Reporter
 
 
-def _hub_download(repo: str, filename: str, on_event: EventSink | None, *, required: bool):
+def _hub_download(repo: str, filename: str, on_event: EventSink | None, *, required: bool,
+                  hub: HubProbe):
     """Fetch one file into the Hugging Face cache, reporting progress; None if absent and
-    not required."""
+    not required. With the Hub unreachable, only the cache is looked at (no retries)."""
     from huggingface_hub import hf_hub_download
 
     kwargs: dict[str, Any] = {}
+    if not hub.reachable():
+        kwargs["local_files_only"] = True
     if on_event is not None and "tqdm_class" in inspect.signature(hf_hub_download).parameters:
         kwargs["tqdm_class"] = _progress_tqdm(f"{repo}/{filename}", on_event)
     try:
@@ -222,13 +229,17 @@ def _describe_download_failure(what: str, exc: Exception) -> str:
     return f"Could not download {what} ({text.splitlines()[0][:200]}); check the connection."
 
 
-def prefetch_weights(spec: ModelSpec, on_event: EventSink | None = None) -> None:
+def prefetch_weights(spec: ModelSpec, on_event: EventSink | None = None,
+                     hub: HubProbe | None = None) -> None:
     """Download a model's weights into the cache with progress events, so that open_clip's
     own (silent) download finds them there."""
+    probe = hub or HubProbe()
     if spec.kind == "hf-hub":
         repo = spec.model[len(HF_PREFIX):]
-        if _hub_download(repo, "open_clip_model.safetensors", on_event, required=False) is None:
-            _hub_download(repo, "open_clip_pytorch_model.bin", on_event, required=True)
+        if _hub_download(repo, "open_clip_model.safetensors", on_event, required=False,
+                         hub=probe) is None:
+            _hub_download(repo, "open_clip_pytorch_model.bin", on_event, required=True,
+                          hub=probe)
         return
     if spec.kind != "builtin" or not spec.pretrained:
         return
@@ -246,8 +257,8 @@ def prefetch_weights(spec: ModelSpec, on_event: EventSink | None = None) -> None
         repo, filename = hub.rstrip("/"), "open_clip_pytorch_model.bin"
     safe = "open_clip_model.safetensors" if filename == "open_clip_pytorch_model.bin" else (
         filename.rsplit(".", 1)[0] + ".safetensors")
-    if _hub_download(repo, safe, on_event, required=False) is None:
-        _hub_download(repo, filename, on_event, required=True)
+    if _hub_download(repo, safe, on_event, required=False, hub=probe) is None:
+        _hub_download(repo, filename, on_event, required=True, hub=probe)
 
 
 def _uses_quick_gelu(visual: torch.nn.Module) -> bool:
@@ -265,14 +276,15 @@ def load_clip(
     """Load a pretrained open_clip model (image and text towers) for building a classifier."""
     oc = _open_clip()
     emit = on_event or (lambda _e: None)
-    model_cfg = read_model_config(spec, on_event)
+    hub = HubProbe()  # asked at most once for this load, only if a download is needed
+    model_cfg = read_model_config(spec, on_event, hub)
     check_is_vit(model_cfg, spec.label)
     if spec.kind == "builtin" and not spec.pretrained:
         raise ModelError(f"{spec.model} needs a pretrained tag (random weights cannot classify): "
                          f"one of {', '.join(oc.list_pretrained_tags_by_model(spec.model)) or 'none'}"
                          ", or a checkpoint file.")
     emit(Status(f"Fetching {spec.label}"))
-    prefetch_weights(spec, on_event)
+    prefetch_weights(spec, on_event, hub)
     emit(Status(f"Loading {spec.label}"))
     try:
         if spec.kind in ("hf-hub", "local-dir"):
