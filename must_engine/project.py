@@ -51,6 +51,7 @@ class Project:
     runs: list[str] = field(default_factory=list)
     current_run: str = ""
     predictions: str = ""  # Predictions.save_npz cache of the current run
+    synonyms: dict[str, list[str]] = field(default_factory=dict)  # more names per class
     version: int = PROJECT_VERSION
     path: Path | None = field(default=None, repr=False, compare=False)  # where it lives
 
@@ -112,7 +113,9 @@ class Project:
 
         return TrainJob(images=Path(self.image_folder), class_names=list(self.class_names),
                         model=self.model_spec(), templates=list(self.templates),
-                        overrides=self.job_overrides())
+                        overrides=self.job_overrides(),
+                        synonyms={n: list(s) for n, s in self.synonyms.items()
+                                  if n in self.class_names and s})
 
     # ---- files -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -224,6 +227,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "name": str, "image_folder": str, "class_names": list, "templates": list,
     "template_set": str, "model": str, "pretrained": str, "preset": str, "overrides": dict,
     "device": str, "runs": list, "current_run": str, "predictions": str, "version": int,
+    "synonyms": dict,
 }
 
 

@@ -46,14 +46,19 @@ class TrainJob:
     templates: list[str] = field(default_factory=list)  # empty = the default set
     settings: MustSettings | None = None  # None = chosen from the folder and model
     overrides: dict[str, Any] = field(default_factory=dict)  # applied over the defaults
+    # more names per class, averaged into its text embedding (must_engine.trust.prompts)
+    synonyms: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "images": str(self.images),
             "class_names": list(self.class_names),
             "model": self.model.to_dict(),
             "templates": list(self.templates),
         }
+        if self.synonyms:
+            data["synonyms"] = {k: list(v) for k, v in self.synonyms.items()}
+        return data
 
 
 @dataclass

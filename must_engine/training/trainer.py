@@ -132,7 +132,13 @@ def prepare_run(job: TrainJob, run_dir: str | Path, *, on_event: EventSink | Non
     _emit(on_event, Status(f"Building the zero-shot classifier from {len(templates)} prompts"))
     torch.manual_seed(settings.seed)  # the [MASK] token and decoder start the same each time
     dev = resolve_device(settings.device)
-    weights = text_classifier(clip.model, clip.tokenizer, names, templates, "cpu")
+    if job.synonyms:
+        from must_engine.trust.prompts import class_texts
+
+        weights = class_texts(clip.model, clip.tokenizer,
+                              [[n, *job.synonyms.get(n, [])] for n in names], templates).weights
+    else:
+        weights = text_classifier(clip.model, clip.tokenizer, names, templates, "cpu")
     student = MustModel(clip.model.visual, weights, clip.logit_scale)
     arch = architecture_of(clip.model_cfg, clip.quick_gelu, len(names), clip.logit_scale)
     del clip.model  # the text tower is not needed any more
@@ -147,7 +153,9 @@ def prepare_run(job: TrainJob, run_dir: str | Path, *, on_event: EventSink | Non
     save_model_weights(run_dir / ZERO_SHOT_FILE, student, extra=extra,
                        metadata={"role": "zero-shot"})
     write_json(run_dir / IMAGES_FILE, scan.files)
-    job_for_file = TrainJob(images.resolve(), names, job.model, templates)
+    job_for_file = TrainJob(images.resolve(), names, job.model, templates,
+                            synonyms={n: list(job.synonyms[n]) for n in names
+                                      if job.synonyms.get(n)})
     data = new_run_data(job_for_file, settings, architecture=arch, preprocess=clip.preprocess,
                         identity=clip.identity, num_images=len(scan.files),
                         skipped=[{"path": s.path, "reason": s.reason} for s in scan.skipped])
