@@ -26,7 +26,7 @@ CARD_FILE = "card.json"
 BUNDLE_MODEL_FILE = "model.safetensors"
 # Parts of MustModel that only training uses; a bundle leaves them out.
 TRAINING_ONLY_KEYS = ("mask_token",)
-TRAINING_ONLY_PREFIXES = ("decoder.",)
+TRAINING_ONLY_PREFIXES = ("decoder.", "ln_patch.")
 
 class ClassifierError(ValueError):
     """A bundle or run that cannot be loaded, or input that cannot be classified."""

@@ -5,10 +5,14 @@
                             preprocessing, data summary, status and progress
       images.json           the image list in training order of the dataset (relative paths)
       zero_shot.safetensors the starting model (image tower + text classifier): "before"
-      checkpoint.pt         resumable training state (student, teacher, optimiser, RNG, step)
+      checkpoint.pt         resumable training state (student, teacher, optimiser, step,
+                            fairness prior); no RNG state: every random draw is a function
+                            of (seed, epoch, step or image), so it is recomputed on resume
       model.safetensors     the adapted classifier (the EMA teacher): "after"
       metrics.jsonl         every event of the run, one JSON object a line
       pseudo_labels.json    per image: the teacher's label and confidence in the last epoch
+                            (none for an image that could not be read during training;
+                            run.json lists those under data.skipped_in_training)
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ from typing import Any
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 STUDENT_VIEWS = ("strong", "weak")
 PROTOTYPE_INITS = ("text", "text+target")
+PATCH_NORMS = ("new", "ln_post")
+ALIGN_CLS_GRADIENTS = ("stop", "flow")
 
 
 @dataclass
@@ -41,6 +43,11 @@ class MustSettings:
     use_mim: bool = True
     use_align: bool = True
     fair_running_average_classes: int = 512  # >= this many classes: running class prior
+    # Patch tokens for MIM/alignment: a new LayerNorm ("new", as the reference code) or the
+    # tower's pretrained ln_post; gradient into the [CLS] target of alignment: "stop" or
+    # "flow" (the reference). README "Where this differs from the reference code" says why.
+    patch_norm: str = "ln_post"
+    align_cls_gradient: str = "stop"
     # Views
     student_view: str = "strong"
     randaugment: str = "rand-m9-mstd0.5-inc1"  # "" = none
@@ -80,6 +87,9 @@ class MustSettings:
             need(getattr(self, name) >= 0, f"{name} must not be negative.")
         need(self.student_view in STUDENT_VIEWS, f"student_view must be one of {STUDENT_VIEWS}.")
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}.")
+        need(self.patch_norm in PATCH_NORMS, f"patch_norm must be one of {PATCH_NORMS}.")
+        need(self.align_cls_gradient in ALIGN_CLS_GRADIENTS,
+             f"align_cls_gradient must be one of {ALIGN_CLS_GRADIENTS}.")
         need(self.prototype_init in PROTOTYPE_INITS,
              f"prototype_init must be one of {PROTOTYPE_INITS}.")
         need(self.strong_scale_min > 0 and self.strong_scale_min <= 1,
@@ -257,6 +267,8 @@ FIELD_HELP: dict[str, str] = {
     "use_mim": "use masked image modelling",
     "use_align": "use global-local feature alignment",
     "fair_running_average_classes": "from this many classes on, use a running class prior",
+    "patch_norm": "LayerNorm of the patch tokens for MIM/alignment: new, or the tower's ln_post",
+    "align_cls_gradient": "alignment's [CLS] target: stop (no gradient) or flow (reference)",
     "student_view": "student augmentation: strong (RandAugment) or weak (crop only)",
     "randaugment": "timm RandAugment policy for the strong view ('' = none)",
     "strong_scale_min": "smallest RandomResizedCrop area of the strong view",

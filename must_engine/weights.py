@@ -33,9 +33,16 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def load_model_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Load into ``model`` (strict); returns the extra tensors saved beside the weights."""
+    """Load into ``model`` (strict, except that tensors under the model's
+    ``optional_state_prefixes`` may be missing from the file: they keep the model's own
+    values); returns the extra tensors saved beside the weights."""
+    optional_prefixes = tuple(getattr(model, "optional_state_prefixes", ()))
     tensors, _ = read_weights(path)
     extra = {k[len(EXTRA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
     state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
-    model.load_state_dict(state, strict=True)
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(optional_prefixes)]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"{path} does not match the model: missing {missing[:3]}, "
+                           f"unexpected {result.unexpected_keys[:3]}.")
     return extra

@@ -97,3 +97,71 @@ def test_alignment_target_is_stop_gradient():
     patches = torch.tensor([[[0.0, 1.0]]], requires_grad=True)
     global_local_alignment_loss(patches, cls, torch.tensor([[True]])).backward()
     assert cls.grad is None and patches.grad is not None
+
+
+def test_alignment_target_gradient_flows_when_asked():
+    cls = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    patches = torch.tensor([[[0.0, 1.0]]], requires_grad=True)
+    global_local_alignment_loss(patches, cls, torch.tensor([[True]]),
+                                detach_cls=False).backward()
+    assert cls.grad is not None and cls.grad.abs().sum() > 0
+
+
+def test_invalid_samples_take_part_in_no_loss():
+    """A sample marked invalid (an unreadable image) changes no loss, whatever it holds."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4)
+    recon, target = torch.randn(3, 3, 4, 4), torch.randn(3, 3, 4, 4)
+    pix = torch.zeros(3, 1, 4, 4)
+    pix[:, :, :2] = 1
+    patches = torch.nn.functional.normalize(torch.randn(3, 5, 2), dim=-1)
+    cls = torch.nn.functional.normalize(torch.randn(3, 2), dim=-1)
+    pmask = torch.tensor([[True, False, True, False, False]] * 3)
+    valid = torch.tensor([True, True, False])
+    first2 = slice(0, 2)
+    assert FairnessLoss(4)(logits, valid).item() == pytest.approx(
+        FairnessLoss(4)(logits[first2]).item())
+    assert masked_image_modelling_loss(recon, target, pix, valid).item() == pytest.approx(
+        masked_image_modelling_loss(recon[first2], target[first2], pix[first2]).item())
+    assert global_local_alignment_loss(patches, cls, pmask, valid=valid).item() == pytest.approx(
+        global_local_alignment_loss(patches[first2], cls[first2], pmask[first2]).item())
+    # no valid sample at all: finite, and no gradient
+    none = torch.zeros(3, dtype=torch.bool)
+    x = logits.clone().requires_grad_(True)
+    loss = FairnessLoss(4)(x, none)
+    loss.backward()
+    assert torch.isfinite(loss) and x.grad.abs().sum() == 0
+
+
+def test_losses_read_nothing_back_from_the_device(monkeypatch):
+    """No .item(), no `if tensor`, no boolean indexing: each would stall a GPU every step."""
+    calls = []
+
+    def forbid(name, original):
+        def wrapper(self, *args, **kwargs):
+            calls.append(name)
+            return original(self, *args, **kwargs)
+        return wrapper
+
+    original_getitem = torch.Tensor.__getitem__
+
+    def getitem(self, key):
+        keys = key if isinstance(key, tuple) else (key,)
+        if any(isinstance(k, torch.Tensor) and k.dtype == torch.bool for k in keys):
+            calls.append("boolean index")
+        return original_getitem(self, key)
+
+    for name in ("item", "__bool__", "tolist", "nonzero"):
+        monkeypatch.setattr(torch.Tensor, name, forbid(name, getattr(torch.Tensor, name)))
+    monkeypatch.setattr(torch.Tensor, "__getitem__", getitem)
+    logits = torch.randn(4, 3)
+    labels, _conf, confident = pseudo_labels(logits, 0.5)
+    self_training_loss(logits, labels, confident)
+    FairnessLoss(3)(logits)
+    FairnessLoss(3, running_from=2)(logits, torch.tensor([True, True, False, True]))
+    masked_image_modelling_loss(torch.randn(4, 3, 4, 4), torch.randn(4, 3, 4, 4),
+                                torch.ones(4, 1, 4, 4))
+    global_local_alignment_loss(torch.randn(4, 2, 3), torch.randn(4, 3),
+                                torch.tensor([[True, False]] * 4))
+    monkeypatch.undo()
+    assert calls == []

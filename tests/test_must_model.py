@@ -71,3 +71,29 @@ def test_model_spec_parsing(tmp_path, tiny_model_dir):
         ModelSpec.parse(str(ckpt))
     with pytest.raises(ModelError, match="open_clip_config.json"):
         ModelSpec.parse(str(tmp_path))
+
+
+def test_mask_token_enters_before_the_positional_embedding(model):
+    """The tokens entering the transformer (ln_pre's input), computed by hand: a masked patch
+    is mask_token + its own position, so masked patches still differ by position."""
+    x = torch.randn(2, 3, 32, 32)
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    mask[0, 1:3, 1:3] = True
+    mask[1, 0, :] = True
+    seen = []
+    handle = model.visual.ln_pre.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            model.forward_train(x, mask)
+    finally:
+        handle.remove()
+    v = model.visual
+    with torch.no_grad():
+        patches = v.conv1(x).flatten(2).transpose(1, 2)  # [2, 16, width]
+        w = mask.flatten(1).unsqueeze(-1).float()
+        patches = patches * (1 - w) + model.mask_token * w
+        cls = v.class_embedding.expand(2, 1, -1)
+        expected = torch.cat([cls, patches], dim=1) + v.positional_embedding
+    assert torch.allclose(seen[0], expected, atol=1e-6)
+    masked = seen[0][0, 1:][mask[0].flatten()]  # the 4 masked tokens of image 0
+    assert not torch.allclose(masked[0], masked[1])  # position still tells them apart

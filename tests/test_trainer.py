@@ -159,3 +159,47 @@ def test_prototype_init_from_target_features(tmp_path, image_folder, class_names
     assert start.shape == tensors["classifier"].shape
     assert torch.allclose(start.norm(dim=0), torch.ones(3), atol=1e-5)
     assert not torch.allclose(start, tensors["classifier"])
+
+
+def test_image_unreadable_at_training_time_is_skipped_for_real(tmp_path, image_folder,
+                                                               class_names, tiny_model_dir):
+    """A file that decoded at scan time but breaks before training: no pseudo-label of its
+    own or of another image under its name, listed with the reason in run.json, warned about
+    once, and stop/resume still equals an uninterrupted run."""
+    import shutil
+
+    from must_engine.events import RunWarning
+
+    folder = tmp_path / "photos"
+    shutil.copytree(image_folder, folder)
+    job = make_job(folder, class_names, tiny_model_dir)
+    prepare_run(job, tmp_path / "a")
+    prepare_run(job, tmp_path / "b")
+    broken = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))[5]
+    (folder / broken).write_bytes(b"not an image any more")
+
+    events = list(Trainer(tmp_path / "a").run())
+    warnings = [e for e in events if isinstance(e, RunWarning)]
+    assert [w.kind for w in warnings] == ["unreadable_image"]
+    assert broken in warnings[0].message
+    epochs = [e for e in events if isinstance(e, EpochSummary)]
+    assert all(sum(e.pseudo_label_counts) == 23 for e in epochs)  # 24 images, one unreadable
+    pseudo = json.loads((tmp_path / "a" / "pseudo_labels.json").read_text())
+    paths = [r["path"] for r in pseudo["images"]]
+    assert broken not in paths and len(paths) == 23
+    assert all(0 <= r["label"] < 3 for r in pseudo["images"])
+    info = json.loads((tmp_path / "a" / "run.json").read_text())
+    skipped = info["data"]["skipped_in_training"]
+    assert [s["path"] for s in skipped] == [broken]
+    assert "could not be read" in skipped[0]["reason"]
+
+    control = TrainControl()
+    for e in Trainer(tmp_path / "b").run(control):
+        if isinstance(e, StepMetrics) and e.step == 5:
+            control.stop()
+    list(Trainer(tmp_path / "b").run())
+    a, b = _teacher(tmp_path / "a"), _teacher(tmp_path / "b")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    info_b = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert [s["path"] for s in info_b["data"]["skipped_in_training"]] == [broken]

@@ -7,6 +7,7 @@ saved MUST model needs neither the text tower nor a tokenizer.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -24,12 +25,21 @@ class MustOutputs:
     reconstruction: torch.Tensor | None  # [B, 3, H, W] pixel decoder output
 
 
+PATCH_NORMS = ("new", "ln_post")
+# Parts only training reads; a weights file written before they existed loads without them.
+OPTIONAL_STATE_PREFIXES = ("ln_patch.",)
+
+
 class MustModel(nn.Module):
     """Image tower + [MASK] token + pixel decoder + classifier.
 
     ``forward(images)`` is the plain classifier (logits) used for prediction and export;
-    ``forward_train(images, mask)`` returns everything the four MUST losses need.
+    ``forward_train(images, mask)`` returns everything the four MUST losses need. The patch
+    tokens feeding MIM and alignment go through ``ln_patch``, a new LayerNorm, as in the
+    reference code (``patch_norm="new"``), or through the tower's pretrained ``ln_post``.
     """
+
+    optional_state_prefixes = OPTIONAL_STATE_PREFIXES
 
     def __init__(self, visual: nn.Module, classifier: torch.Tensor, logit_scale: float):
         super().__init__()
@@ -49,6 +59,9 @@ class MustModel(nn.Module):
         )
         self.classifier = nn.Parameter(classifier.detach().clone().float())  # [D, C]
         self.register_buffer("logit_scale", torch.tensor(float(logit_scale)))
+        # Same LayerNorm class and eps as the tower's, freshly initialised (weight 1, bias 0).
+        self.ln_patch = copy.deepcopy(visual.ln_post)
+        self.ln_patch.reset_parameters()
 
     @property
     def num_classes(self) -> int:
@@ -73,16 +86,25 @@ class MustModel(nn.Module):
         x = v.transformer(x)
         return x
 
-    def _pool(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pooled, patch tokens), both after the tower's final LayerNorm."""
+    def _pool(self, x: torch.Tensor, patch_norm: str = "ln_post"
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled, patch tokens): pooled after the tower's final LayerNorm, patch tokens after
+        ``ln_post`` or ``ln_patch`` (``patch_norm``)."""
+        if patch_norm not in PATCH_NORMS:
+            raise ValueError(f"patch_norm must be one of {PATCH_NORMS}, got {patch_norm!r}.")
         v = self.visual
         pool_type = getattr(v, "pool_type", "tok")
+        raw_patches = x[:, 1:]
         if getattr(v, "final_ln_after_pool", False):
+            pooled = v.ln_post(x[:, 0] if pool_type == "tok" else raw_patches.mean(dim=1))
+            patches = v.ln_post(raw_patches)
+        else:
+            x = v.ln_post(x)
             pooled = x[:, 0] if pool_type == "tok" else x[:, 1:].mean(dim=1)
-            return v.ln_post(pooled), v.ln_post(x[:, 1:])
-        x = v.ln_post(x)
-        pooled = x[:, 0] if pool_type == "tok" else x[:, 1:].mean(dim=1)
-        return pooled, x[:, 1:]
+            patches = x[:, 1:]
+        if patch_norm == "new":
+            patches = self.ln_patch(raw_patches)
+        return pooled, patches
 
     def _project(self, t: torch.Tensor) -> torch.Tensor:
         proj = self.visual.proj
@@ -102,8 +124,8 @@ class MustModel(nn.Module):
         return self.logits_from_embedding(self._project(pooled))
 
     def forward_train(self, images: torch.Tensor, mask: torch.Tensor | None,
-                      *, reconstruct: bool = True) -> MustOutputs:
-        pooled, patches = self._pool(self._tokens(images, mask))
+                      *, reconstruct: bool = True, patch_norm: str = "new") -> MustOutputs:
+        pooled, patches = self._pool(self._tokens(images, mask), patch_norm)
         cls_emb = self._project(pooled)
         logits = self.logits_from_embedding(cls_emb)
         patch_emb = F.normalize(self._project(patches), dim=-1)

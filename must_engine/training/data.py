@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,12 @@ def mix_seed(*parts: int) -> int:
 
 
 class TwoViewDataset(Dataset):
-    """Returns (weak view, student view, index). Labels are never read.
+    """Returns (weak view, student view, index, reason). Labels are never read.
+
+    ``reason`` is "" for an image that was read; for a file that decoded at scan time but
+    fails now (changed on disk) both views are zeros and ``reason`` says why: the trainer
+    leaves that sample out of every loss and gives it no pseudo-label. Substituting another
+    image instead would record that image's label under the broken file's name.
 
     Items are asked for by index, or by (epoch, index) as `EpochSampler` yields them, so a
     loader whose worker processes live across epochs still draws each epoch's augmentations.
@@ -49,6 +53,7 @@ class TwoViewDataset(Dataset):
         self.files = list(files)
         self.seed = seed
         self.epoch = 0
+        self.image_size = pp.image_size
         self.source = source or ImageSource(cache_side(pp.image_size, scale_min))
         self.weak = weak_view(pp)
         if student_view == "weak":
@@ -62,20 +67,13 @@ class TwoViewDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _load(self, index: int):
-        # A file that decoded at scan time but fails now (changed on disk) must not end the
-        # run: fall back to the next image and say so.
-        for k in range(len(self.files)):
-            path = self.root / self.files[(index + k) % len(self.files)]
-            try:
-                return self.source.load(path)
-            except (ImageLoadError, OSError) as exc:
-                warnings.warn(f"Skipping {path} in training: {exc}", stacklevel=2)
-        raise RuntimeError("No image in the folder could be read any more.")
-
     def __getitem__(self, item: int | tuple[int, int]):
         epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
-        image = self._load(index)
+        try:
+            image = self.source.load(self.root / self.files[index])
+        except (ImageLoadError, OSError) as exc:
+            blank = torch.zeros(3, self.image_size, self.image_size)
+            return blank, blank.clone(), index, f"could not be read during training ({exc})"
         s = mix_seed(self.seed, epoch, index)
         # timm and torchvision draw from the global generators; seed them per sample. Only
         # the CPU generator: torch.manual_seed also queues a CUDA reseed, with a formatted
@@ -83,7 +81,7 @@ class TwoViewDataset(Dataset):
         random.seed(s)
         np.random.seed(s % (2**32))
         torch.default_generator.manual_seed(s)
-        return self.weak(image), self.student(image), index
+        return self.weak(image), self.student(image), index, ""
 
 
 class EvalDataset(Dataset):

@@ -28,13 +28,19 @@ from must_engine.events import (
     Resumed,
     RunFinished,
     RunStarted,
+    RunWarning,
     Status,
     StepMetrics,
 )
 from must_engine.image_cache import CacheSetting, cache_side, image_source
 from must_engine.images import confirm_readable, scan_folder
 from must_engine.io_utils import atomic_write, write_json
-from must_engine.masking import MaskSpec, patch_mask_to_pixels, sample_block_masks
+from must_engine.masking import (
+    MaskSpec,
+    choose_mask_patch_size,
+    patch_mask_to_pixels,
+    sample_block_masks,
+)
 from must_engine.models.must_model import MustModel, architecture_of, must_model_from_config
 from must_engine.models.source import load_clip
 from must_engine.runs import (
@@ -126,8 +132,9 @@ def prepare_run(job: TrainJob, run_dir: str | Path, *, on_event: EventSink | Non
                                     model_name=job.model.model)
     if device is not None:
         settings.device = device
-    MaskSpec(clip.preprocess.image_size, patch, settings.mask_patch_size or patch,
-             settings.mask_ratio)  # validates the block against this model
+    # The learning rate scales with the batch the run really takes, so record that one.
+    settings.batch_size = min(settings.batch_size, len(scan.files))
+    mask_spec(clip.preprocess.image_size, patch, settings)  # validates the block
 
     _emit(on_event, Status(f"Building the zero-shot classifier from {len(templates)} prompts"))
     torch.manual_seed(settings.seed)  # the [MASK] token and decoder start the same each time
@@ -184,6 +191,12 @@ def _image_source(settings: MustSettings, pp):
                         cache_side(pp.image_size, settings.strong_scale_min))
 
 
+def mask_spec(image_size: int, patch_size: int, settings: MustSettings) -> MaskSpec:
+    """The run's block masks; ``mask_patch_size`` 0 means chosen from the model."""
+    block = settings.mask_patch_size or choose_mask_patch_size(image_size, patch_size)
+    return MaskSpec(image_size, patch_size, block, settings.mask_ratio)
+
+
 def _precision(settings: MustSettings, device: torch.device) -> torch.dtype | None:
     p = settings.precision
     if p == "auto":
@@ -213,7 +226,10 @@ class Trainer:
                            "point the run at the original folder or start a new run.")
         s = self.settings
         self.num_classes = len(self.info.class_names)
-        self.batch_size = min(s.batch_size, len(self.files))
+        # Settings written by hand may ask for more images than the folder has: train with the
+        # folder's size, and scale the learning rate by that batch, not the asked one.
+        s.batch_size = min(s.batch_size, len(self.files))
+        self.batch_size = s.batch_size
         self.steps_per_epoch = steps_per_epoch(len(self.files), self.batch_size)
         self.total_steps = self.steps_per_epoch * s.epochs
         self.amp_dtype = _precision(s, self.device)
@@ -236,8 +252,7 @@ class Trainer:
                                            enabled=self.amp_dtype == torch.float16)
         self.fair = FairnessLoss(self.num_classes, s.fair_running_average_classes)
         pp = self.info.preprocess
-        patch = self.student.patch_size
-        self.mask_spec = MaskSpec(pp.image_size, patch, s.mask_patch_size or patch, s.mask_ratio)
+        self.mask_spec = mask_spec(pp.image_size, self.student.patch_size, s)
         self.dataset = TwoViewDataset(self.root, self.files, pp, seed=s.seed,
                                       student_view=s.student_view, randaugment=s.randaugment,
                                       scale_min=s.strong_scale_min,
@@ -254,6 +269,10 @@ class Trainer:
         n = len(self.files)
         self.last_label = torch.full((n,), -1, dtype=torch.long, device=self.device)
         self.last_confidence = torch.zeros(n, device=self.device)
+        # Files that failed to load during training: path -> reason (kept in run.json).
+        self.unreadable: dict[str, str] = {
+            r["path"]: r["reason"] for r in self.info.data.get("data", {}).get(
+                "skipped_in_training", [])}
         if (self.info.path / CHECKPOINT_FILE).is_file():
             self._load_checkpoint()
 
@@ -283,11 +302,16 @@ class Trainer:
             "last_confidence": self.last_confidence,
         }
 
+    def _record_unreadable(self) -> None:
+        self.info.data.setdefault("data", {})["skipped_in_training"] = [
+            {"path": f, "reason": r} for f, r in self.unreadable.items()]
+
     def save_checkpoint(self) -> Path:
         path = self.info.path / CHECKPOINT_FILE
         state = self._checkpoint_state()
         atomic_write(path, lambda p: torch.save(state, p))
         self.info.data.update(step=self.step, total_steps=self.total_steps)
+        self._record_unreadable()
         self.info.save()
         return path
 
@@ -311,48 +335,80 @@ class Trainer:
         self.last_confidence = state["last_confidence"]
 
     # ---- training ----------------------------------------------------------------------
+    def _note_unreadable(self, index: torch.Tensor, reasons) -> tuple[torch.Tensor,
+                                                                      list[RunWarning]]:
+        """[B] bool, False for the images the loader could not read, and a warning for each
+        newly broken file; those files are recorded (path and reason) in run.json, and get
+        no pseudo-label."""
+        valid = torch.tensor([not r for r in reasons], dtype=torch.bool)
+        news = []
+        for i, reason in zip(index.tolist(), reasons, strict=True):
+            if reason and self.files[i] not in self.unreadable:
+                self.unreadable[self.files[i]] = reason
+                news.append(RunWarning(
+                    "unreadable_image", f"{self.files[i]} {reason}; it is left out of training.",
+                    "Check the file, or restore it from a copy; the run goes on without it.",
+                    step=self.step))
+        return valid, news
+
     def _autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def train_step(self, weak: torch.Tensor, student_view: torch.Tensor,
-                   index: torch.Tensor) -> torch.Tensor:
-        """One optimisation step; returns the step's metrics as one tensor on the device."""
+                   index: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """One optimisation step; returns the step's metrics as one tensor on the device.
+
+        ``valid`` [B] bool marks the images that could be read; the others (zeros) take part
+        in no loss and get no pseudo-label. Nothing here reads a value back from the device.
+        """
         s = self.settings
         step = self.step
+        if step % self.steps_per_epoch == 0:
+            self.fair.reset()  # the running class prior starts afresh each epoch (reference)
         lr = cosine_lr(step, self.total_steps, s.lr(), s.final_lr())
         set_lr(self.optimizer, lr)
         decay = ema_decay(step, s.ema_decay_init, s.ema_decay_final, s.ema_warm_it)
         weak = weak.to(self.device, non_blocking=True)
         student_view = student_view.to(self.device, non_blocking=True)
-        index = index.to(self.device)
+        index = index.to(self.device, non_blocking=True)
         batch = weak.shape[0]
+        if valid is None:
+            valid = torch.ones(batch, dtype=torch.bool)
+        valid = valid.to(self.device, non_blocking=True)
 
         mask = None
         if s.uses_mask:
             g = torch.Generator().manual_seed(mix_seed(s.seed, step, 0x3A5C))
-            mask = sample_block_masks(self.mask_spec, batch, g).to(self.device)
+            mask = sample_block_masks(self.mask_spec, batch, g).to(self.device, non_blocking=True)
 
-        with torch.no_grad(), self._autocast():
-            teacher_logits = self.teacher.module(weak)
+        # The teacher runs in fp32 outside autocast, as in the reference code: at a logit
+        # scale of 100, bf16 logits moved confidences by up to 0.084 and flipped argmaxes.
+        with torch.no_grad():
+            teacher_logits = self.teacher.module(weak).float()
         labels, confidence, confident = pseudo_labels(teacher_logits, s.conf_threshold)
+        confident = confident & valid
         st_labels, st_weight = self.fixed_labels.apply(index, labels, confident)
+        st_weight = st_weight * valid  # an unreadable image (zeros) teaches nothing
 
         zero = torch.zeros((), device=self.device)
+        reconstruct = mask is not None and s.mim_weight > 0
         with self._autocast():
-            out = self.student.forward_train(student_view, mask,
-                                             reconstruct=mask is not None and s.mim_weight > 0)
+            out = self.student.forward_train(student_view, mask, reconstruct=reconstruct,
+                                             patch_norm=s.patch_norm)
             loss_st = self_training_loss(out.logits, st_labels, st_weight)
-            loss_fair = self.fair(out.logits) if s.fair_weight > 0 else zero
+            loss_fair = self.fair(out.logits, valid) if s.fair_weight > 0 else zero
             loss_mim = zero
             loss_align = zero
-            if mask is not None and s.mim_weight > 0:
+            if reconstruct:
                 pixels = patch_mask_to_pixels(mask, self.student.patch_size)
-                loss_mim = masked_image_modelling_loss(out.reconstruction, student_view, pixels)
+                loss_mim = masked_image_modelling_loss(out.reconstruction, student_view, pixels,
+                                                       valid)
             if mask is not None and s.align_weight > 0:
-                loss_align = global_local_alignment_loss(out.patch_embeddings,
-                                                         out.cls_embedding, mask)
+                loss_align = global_local_alignment_loss(
+                    out.patch_embeddings, out.cls_embedding, mask,
+                    detach_cls=s.align_cls_gradient == "stop", valid=valid)
             total = (loss_st + s.fair_weight * loss_fair + s.mim_weight * loss_mim
                      + s.align_weight * loss_align)
 
@@ -363,21 +419,25 @@ class Trainer:
         self.teacher.update(self.student, decay)
 
         with torch.no_grad():
-            c = self.num_classes
-            self.ep_counts += torch.bincount(labels, minlength=c)
-            self.ep_confident += torch.bincount(labels[confident], minlength=c)
-            bins = (confidence.float() * CONFIDENCE_BINS).long().clamp(0, CONFIDENCE_BINS - 1)
-            self.ep_hist += torch.bincount(bins, minlength=CONFIDENCE_BINS)
-            self.ep_conf_sum += confidence.float().sum()
-            self.last_label[index] = labels
-            self.last_confidence[index] = confidence.float()
+            w = valid.long()
+            # scatter_add, not bincount or boolean indexing: those read sizes back to the host.
+            self.ep_counts.scatter_add_(0, labels, w)
+            self.ep_confident.scatter_add_(0, labels, confident.long())
+            bins = (confidence * CONFIDENCE_BINS).long().clamp(0, CONFIDENCE_BINS - 1)
+            self.ep_hist.scatter_add_(0, bins, w)
+            self.ep_conf_sum += (confidence * valid).sum()
+            self.last_label.index_copy_(
+                0, index, torch.where(valid, labels, self.last_label[index]))
+            self.last_confidence.index_copy_(
+                0, index, torch.where(valid, confidence, self.last_confidence[index]))
+            seen = valid.sum().clamp(min=1)
             metrics = torch.stack([
                 loss_st.detach().float(), loss_fair.detach().float(), loss_mim.detach().float(),
                 loss_align.detach().float(), total.detach().float(),
-                confident.float().mean(), confidence.float().mean(),
+                confident.sum() / seen, (confidence * valid).sum() / seen,
             ])
         self.step += 1
-        return torch.cat([metrics, torch.tensor([lr, decay], device=self.device)])
+        return metrics
 
     def run(self, control: TrainControl | None = None) -> Iterator[Event]:
         """Train to the end, or until ``control`` asks to stop; yields events."""
@@ -409,7 +469,7 @@ class Trainer:
                 self.sampler.set_order(epoch, order[in_epoch * self.batch_size:])
                 loader = self.loader
                 epoch_t0 = time.perf_counter()
-                for weak, strong, index in loader:
+                for weak, strong, index, reasons in loader:
                     if control.pause_requested and not control.stop_requested:
                         yield from self._flush(pending, window_start, step_seconds, out)
                         pending = []
@@ -431,7 +491,10 @@ class Trainer:
                         yield out(RunFinished(str(self.info.path), self.step, self.total_steps,
                                               True, time.perf_counter() - started))
                         return
-                    pending.append((self.step, self.train_step(weak, strong, index)))
+                    valid, news = self._note_unreadable(index, reasons)
+                    for warning in news:
+                        yield out(warning)
+                    pending.append((self.step, self.train_step(weak, strong, index, valid)))
                     end_of_epoch = self.step % self.steps_per_epoch == 0
                     if len(pending) >= self.log_every or end_of_epoch:
                         now = time.perf_counter()
@@ -470,6 +533,7 @@ class Trainer:
         if not pending:
             return
         values = torch.stack([m for _, m in pending]).cpu().tolist()
+        s = self.settings
         elapsed = max(1e-9, time.perf_counter() - window_start)
         ips = len(pending) * self.batch_size / elapsed
         per_step = step_seconds if step_seconds is not None else elapsed / len(pending)
@@ -477,11 +541,13 @@ class Trainer:
             if not all(math.isfinite(v) for v in row[:5]):
                 raise TrainingError(f"The loss became {row[4]} at step {step + 1}; lower the "
                                     "learning rate, or set precision to fp32, and resume.")
-            named = dict(zip(METRIC_NAMES, row[:7], strict=True))
+            named = dict(zip(METRIC_NAMES, row, strict=True))
+            lr = cosine_lr(step, self.total_steps, s.lr(), s.final_lr())
+            decay = ema_decay(step, s.ema_decay_init, s.ema_decay_final, s.ema_warm_it)
             yield out(StepMetrics(
                 step=step, epoch=step // self.steps_per_epoch,
                 epoch_step=step % self.steps_per_epoch, steps_per_epoch=self.steps_per_epoch,
-                total_steps=self.total_steps, lr=row[7], ema_decay=row[8],
+                total_steps=self.total_steps, lr=lr, ema_decay=decay,
                 images_per_second=ips,
                 eta_seconds=max(0.0, (self.total_steps - step - 1) * per_step), **named))
 
@@ -501,8 +567,10 @@ class Trainer:
         labels = self.last_label.cpu().tolist()
         conf = self.last_confidence.cpu().tolist()
         thr = self.settings.conf_threshold
+        # A file that could not be read during training has no pseudo-label.
         rows = [{"path": f, "label": lab, "confidence": c, "passed": lab >= 0 and c > thr}
-                for f, lab, c in zip(self.files, labels, conf, strict=True)]
+                for f, lab, c in zip(self.files, labels, conf, strict=True)
+                if f not in self.unreadable]
         write_json(self.info.path / PSEUDO_FILE, {"threshold": thr, "step": self.step,
                                                   "images": rows})
 
@@ -512,6 +580,7 @@ class Trainer:
         save_model_weights(path, self.teacher.module, metadata={"role": "adapted",
                                                                 "step": str(self.step)})
         self.info.data.update(status="finished", step=self.step, total_steps=self.total_steps)
+        self._record_unreadable()
         self.info.save()
         (self.info.path / CHECKPOINT_FILE).unlink(missing_ok=True)
         return path

@@ -28,6 +28,8 @@ from PySide6.QtWidgets import (
 )
 
 from must_engine.settings import (
+    ALIGN_CLS_GRADIENTS,
+    PATCH_NORMS,
     PRECISIONS,
     PRESET_NAMES,
     PRESETS,
@@ -52,6 +54,7 @@ LABELS: dict[str, str] = {
     "use_fair": "Use the fairness loss", "use_mim": "Use masked image modelling",
     "use_align": "Use global-local alignment",
     "fair_running_average_classes": "Running class prior from (classes)",
+    "patch_norm": "Patch-token LayerNorm", "align_cls_gradient": "Alignment [CLS] gradient",
     "student_view": "Student view", "randaugment": "RandAugment policy",
     "strong_scale_min": "Strong crop, smallest scale", "prototype_init": "Classifier start",
     "precision": "Precision", "seed": "Random seed", "num_workers": "Loader workers (-1 = auto)",
@@ -72,6 +75,7 @@ HELP: dict[str, str] = {
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "precision": PRECISIONS, "student_view": STUDENT_VIEWS, "prototype_init": PROTOTYPE_INITS,
+    "patch_norm": PATCH_NORMS, "align_cls_gradient": ALIGN_CLS_GRADIENTS,
 }
 
 INT_RANGES: dict[str, tuple[int, int]] = {
@@ -294,7 +298,7 @@ ADVANCED_SECTIONS: list[tuple[str, list[str]]] = [
     ("Teacher", ["ema_decay_init", "ema_decay_final", "ema_warm_it"]),
     ("Masking", ["mask_ratio", "mask_patch_size"]),
     ("Losses", ["w_fair", "w_mim", "w_align", "use_fair", "use_mim", "use_align",
-                "fair_running_average_classes"]),
+                "fair_running_average_classes", "patch_norm", "align_cls_gradient"]),
     ("Views and classifier", ["student_view", "randaugment", "strong_scale_min",
                               "prototype_init"]),
     ("Runtime", ["precision", "seed", "num_workers", "log_every"]),
