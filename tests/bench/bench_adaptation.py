@@ -398,10 +398,14 @@ def bench_set(bset: BenchSet, out: Path, cache: Path, args, overrides: dict) -> 
             + f", must train {o.accuracy:.3f}{kept} ({o.seconds:.0f} s)")
     points = [(s["score"], s["accuracy"]) for o in outcomes for s in o.scored
               if s.get("accuracy") is not None]
+    within = [spearman([(s["score"], s["accuracy"]) for s in o.scored
+                        if s.get("accuracy") is not None]) for o in outcomes]
+    within = [r for r in within if r is not None]
     result = {"set": bset.name, "role": bset.role, "images": n, "model": bset.model,
               "style": bset.style if bset.kind == "sandbox" else "faded film (photos)",
               "overrides": overrides, "runs": [asdict(o) for o in outcomes],
-              "spearman": spearman(points), "scored_points": len(points)}
+              "spearman": spearman(points), "scored_points": len(points),
+              "spearman_within_runs": statistics.mean(within) if within else None}
     if args.ablation:
         result["ablation"] = []
         base = {**demo_settings_overrides(), **as_published(), **overrides}
@@ -419,13 +423,23 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _kept_short(kept: dict | None) -> str:
+    if not kept:
+        return "-"
+    if kept["kind"] == "teacher":
+        return f"epoch {kept['epoch'] + 1}"
+    return kept["kind"].replace("_", "-")
+
+
 def table(results: list[dict], row_label: str) -> str:
     have_refined = any(o["refined"] is not None for r in results for o in r["runs"])
     have_rho = any(r["spearman"] is not None for r in results)
     head = ["set", "role", "images", "zero-shot"]
     head += ["refined zero-shot"] if have_refined else []
     head += [row_label, "per seed", "vs zero-shot", "worst seed vs zero-shot"]
+    have_kept = any(o["kept"] for r in results for o in r["runs"])
     head += ["label-free rho"] if have_rho else []
+    head += ["kept (per seed)"] if have_kept else []
     head += ["s/run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
@@ -442,6 +456,8 @@ def table(results: list[dict], row_label: str) -> str:
         if have_rho:
             rho = r["spearman"]
             cells.append("-" if rho is None else f"{rho:+.2f} ({r['scored_points']})")
+        if have_kept:
+            cells.append(" / ".join(_kept_short(o["kept"]) for o in runs))
         cells.append(f"{statistics.mean(o['seconds'] for o in runs):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     ablation = [(r, a) for r in results for a in r.get("ablation", [])]
@@ -497,6 +513,9 @@ def main(argv=None) -> int:
                    help="a candidate default: a setting given to every run (repeatable)")
     p.add_argument("--ablation", action="store_true",
                    help="also run the loss ablation rows with the demo settings")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the sets already in <out>/results.json that were measured with "
+                   "the same seeds, sizes and settings; run only the others")
     args = p.parse_args(argv)
     # One thread: on a shared machine OpenMP's spinning threads make runs many times slower,
     # and one thread keeps runs comparable.
@@ -517,13 +536,30 @@ def main(argv=None) -> int:
         log(f"skipping flowers: {args.flowers} not found (give --flowers DIR)")
         names.remove("flowers")
     t0 = time.perf_counter()
-    results = []
-    for name in names:
+    done = previous_results(out, overrides, args) if args.resume else {}
+    results = [done[n] for n in names if n in done]
+    if done:
+        log("kept from the previous run: " + ", ".join(r["set"] for r in results))
+    for name in (n for n in names if n not in done):
         results.append(bench_set(SETS[name], out, cache, args, overrides))
+        results.sort(key=lambda r: names.index(r["set"]))
         # Written after every set, so a long run that is stopped keeps what it measured.
         write_report(out, results, overrides, args, time.perf_counter() - t0)
     print(write_report(out, results, overrides, args, time.perf_counter() - t0))
     return 0
+
+
+def previous_results(out: Path, overrides: dict, args) -> dict[str, dict]:
+    """Sets in ``out``'s results.json measured the way this run would measure them."""
+    path = out / "results.json"
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text())
+    same = (doc.get("overrides") == overrides and doc.get("seeds") == args.seed_list
+            and doc.get("per_class") == args.per_class
+            and doc.get("flowers_per_class") == args.flowers_per_class
+            and bool(doc.get("ablation")) == args.ablation)
+    return {r["set"]: r for r in doc.get("sets", [])} if same else {}
 
 
 def write_report(out: Path, results: list[dict], overrides: dict, args, seconds: float) -> str:
@@ -531,7 +567,8 @@ def write_report(out: Path, results: list[dict], overrides: dict, args, seconds:
         f"--{k.replace('_', '-')} {v}" for k, v in overrides.items())
     report = table(results, label)
     doc = {"overrides": overrides, "seeds": args.seed_list, "per_class": args.per_class,
-           "flowers_per_class": args.flowers_per_class, "torch": torch.__version__,
+           "flowers_per_class": args.flowers_per_class, "ablation": args.ablation,
+           "torch": torch.__version__,
            "seconds": seconds, "sets": results}
     (out / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out / "table.md").write_text(report + "\n")
