@@ -112,7 +112,12 @@ def _walk_candidates(root: Path) -> tuple[list[str], list[SkippedFile]]:
             if not has_image_suffix(entry.name):
                 continue
             try:
-                is_file = stat.S_ISREG(entry.stat(follow_symlinks=True).st_mode)
+                # The directory listing already says a plain entry is a regular file (no
+                # system call); only links need their target looked up.
+                if not entry.is_symlink():
+                    is_file = entry.is_file(follow_symlinks=False)
+                else:
+                    is_file = stat.S_ISREG(entry.stat(follow_symlinks=True).st_mode)
             except OSError:
                 skipped.append(SkippedFile(entry_rel, "broken link"))
                 continue
