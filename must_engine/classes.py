@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from must_engine.shipped_data import shipped_file
 
+# Longer names make unwieldy prompts and are cut in folder names (export/predictions_out.py).
+MAX_CLASS_NAME_CHARS = 200
+
 
 class ClassNameError(ValueError):
     """Class names a run cannot use, with one sentence saying what to fix."""
@@ -100,8 +103,10 @@ def check_class_names(names: list[str]) -> list[str]:
         raise ClassNameError(f"The class name '{b}' is given twice (also as '{a}'); "
                              "remove one of them.")
     for name in names:
-        if len(name) > 200:
-            raise ClassNameError(f"The class name '{name[:40]}...' is too long; keep names short.")
+        if len(name) > MAX_CLASS_NAME_CHARS:
+            raise ClassNameError(f"The class name '{name[:40]}...' is {len(name)} characters "
+                                 f"long; class names can have at most {MAX_CLASS_NAME_CHARS} "
+                                 "characters.")
     return names
 
 

@@ -448,6 +448,39 @@ def test_sorted_folders(tmp_path, link):
     assert all((photos / rel).read_bytes() == b"picture %d" % i for i, rel in enumerate(names))
 
 
+def test_long_cjk_class_names_sort_into_folders(tmp_path, capsys):
+    """90 CJK characters are 270 UTF-8 bytes, over the 255-byte name limit of ext4/APFS."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    names = ["a.png", "b.png", "c.png"]
+    for i, rel in enumerate(names):
+        (photos / rel).write_bytes(b"picture %d" % i)
+    long_a = "長" * 89 + "猫"
+    long_b = "長" * 89 + "犬"  # the same first 66 characters as long_a
+    classes = [long_a, long_b, "dog"]
+    folders = class_folder_names(classes)
+    assert all(len(f.encode("utf-8")) <= 255 for f in folders)
+    assert len({f.casefold() for f in folders}) == 3
+    probs = np.eye(3, dtype=np.float32)
+    preds = Predictions(photos, names, classes, probs, probs)
+    run = _fake_finished_run(tmp_path)
+    result = export_run(run, "folders", tmp_path / "sorted", predictions=preds)
+    assert sorted(result.summary["per_folder"].values()) == [1, 1, 1]
+    with (result.path / MAPPING_FILE).open(newline="", encoding="utf-8") as f:
+        assert [r["label"] for r in csv.DictReader(f)] == classes
+
+
+def test_unique_file_names_stay_within_the_name_limit(tmp_path):
+    from must_engine.export.predictions_out import _unique_file_name
+
+    name = "写" * 83 + "ab.png"  # 255 bytes: fits, but with "_2" it would not
+    taken: set[str] = set()
+    assert _unique_file_name(name, taken) == name
+    second = _unique_file_name(name, taken)
+    assert second.endswith("_2.png") and len(second.encode("utf-8")) <= 255
+    (tmp_path / second).write_bytes(b"ok")
+
+
 def _fake_finished_run(tmp_path: Path) -> Path:
     """Sorting given predictions needs only a run that has finished."""
     run = tmp_path / "run"

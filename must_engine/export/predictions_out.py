@@ -24,10 +24,18 @@ LINK_MODES = ("copy", "symlink", "hardlink")
 MAPPING_FILE = "mapping.csv"
 MAPPING_COLUMNS = ("file", "source", "label", "confidence")
 MAX_NAME = 100  # characters kept of a class name as a folder name
+# Filesystems limit a name to 255 bytes (ext4, APFS: UTF-8) or 255 UTF-16 units (NTFS): a
+# 90-character CJK name is 270 UTF-8 bytes. Keeping 200 bytes leaves room for "_2"...
+MAX_NAME_BYTES = 200
 _UNSAFE = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
 # Windows refuses these names, with or without an extension ("con.txt" too).
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
              *(f"lpt{i}" for i in range(10)), "conin$", "conout$"}
+
+
+def _fit_bytes(text: str, limit: int) -> str:
+    """The longest prefix of text whose UTF-8 form fits in limit bytes (whole characters)."""
+    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
 
 
 def safe_folder_name(name: str) -> str:
@@ -37,7 +45,7 @@ def safe_folder_name(name: str) -> str:
     text = text.rstrip(". ")  # Windows drops trailing dots and spaces
     if text.startswith("."):
         text = "_" + text[1:]  # no hidden folders, no "." or ".."
-    text = text[:MAX_NAME].rstrip(". ")
+    text = _fit_bytes(text[:MAX_NAME], MAX_NAME_BYTES).rstrip(". ")
     if not text:
         text = "_"
     if text.split(".")[0].lower() in _RESERVED:
@@ -64,7 +72,9 @@ def _unique_file_name(name: str, taken: set[str]) -> str:
     stem, suffix = os.path.splitext(name)
     candidate, k = name, 2
     while candidate.casefold() in taken:
-        candidate, k = f"{stem}_{k}{suffix}", k + 1
+        # the source name already fits its filesystem; "_k" must not push it past 255 bytes
+        tail = f"_{k}{suffix}"
+        candidate, k = _fit_bytes(stem, 255 - len(tail.encode("utf-8"))) + tail, k + 1
     taken.add(candidate.casefold())
     return candidate
 
@@ -114,7 +124,12 @@ def sort_into_folders(predictions: Predictions, folder: Path, *, link: str = "co
         c = int(labels[i])
         sub = folder / folders[c]
         if c not in taken:
-            sub.mkdir()
+            try:
+                sub.mkdir()
+            except OSError as exc:
+                raise ExportError(f"Could not create the class folder {sub.name!r} in "
+                                  f"{folder.parent} ({exc.strerror or exc}); check that "
+                                  "the destination can be written to.") from exc
             taken[c] = set()
         name = _unique_file_name(src.name, taken[c])
         try:

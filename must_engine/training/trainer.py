@@ -68,6 +68,7 @@ from must_engine.training.data import (
     mix_seed,
 )
 from must_engine.training.ema import EmaTeacher, ema_decay
+from must_engine.training.learning_check import NoConfidentLabelsWatch
 from must_engine.training.losses import (
     FairnessLoss,
     global_local_alignment_loss,
@@ -235,6 +236,7 @@ class Trainer:
         self.amp_dtype = _precision(s, self.device)
         self.fixed_labels = FixedLabels(run_labels, self.files, self.device)
         self.watch = CollapseWatch(self.info.class_names)
+        self.learning_watch = NoConfidentLabelsWatch(self.settings.conf_threshold)
         self.watch.replay(self.info.path / METRICS_FILE)
 
         student = must_model_from_config(self.info.architecture)
@@ -509,7 +511,8 @@ class Trainer:
                 self.ep_seconds += time.perf_counter() - epoch_t0
                 summary = self._epoch_summary(epoch)
                 yield out(summary)
-                for warning in self.watch.update(summary, self.step):
+                for warning in (*self.watch.update(summary, self.step),
+                                *self.learning_watch.update(summary, self.step)):
                     yield out(warning)
                 self._reset_epoch_stats()
                 self._save_pseudo_labels()
