@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---- progress ----------------------------------------------------------------------------
+EXPORT_STAGES = {"loading": "Loading the adapted model",
+                 "predicting": "Classifying the run's images",
+                 "writing": "Writing the export", "checking": "Checking it against PyTorch",
+                 "sorting": "Sorting the images into class folders"}
+LINE_EVERY_PERCENT = 10  # off a terminal, counted work prints a line this often
+
+
 class Progress:
     """A terminal progress bar for engine events (plain lines when not on a terminal)."""
 
@@ -139,6 +146,9 @@ class Progress:
         self.tty = sys.stderr.isatty()
         self.bar = None
         self.download = None
+        self.counted: tuple[str, int] | None = None  # (what, total) of the count shown
+        self.last_line_percent = -1
+        self.export_stage = ""
 
     def __call__(self, event) -> None:
         from must_engine import events as ev
@@ -181,15 +191,42 @@ class Progress:
             word = "Stopped" if event.stopped else "Finished"
             self._write(f"{word} at step {event.step}/{event.total_steps} in "
                         f"{event.seconds:.1f} s")
-        elif isinstance(event, ev.PredictionProgress) and self.tty:
+        elif isinstance(event, ev.PredictionProgress):
+            self._count("Classifying images", "img", event.done, event.total)
+        elif isinstance(event, ev.ExportProgress):
+            label = EXPORT_STAGES.get(event.stage)
+            if label is None:
+                return
+            if event.stage != self.export_stage:
+                self.export_stage = event.stage
+                self._write(label)
+            if event.total:
+                self._count(label, "img", event.done, event.total)
+
+    def _count(self, what: str, unit: str, done: int, total: int) -> None:
+        """A bar on a terminal; else a line at every LINE_EVERY_PERCENT, so that a log
+        (output redirected, or a CI job) still shows the work going on."""
+        if total <= 0:
+            return
+        if self.counted != (what, total):
+            self._close()
+            self.counted, self.last_line_percent = (what, total), -1
+        if self.tty:
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=event.total, unit="img", file=sys.stderr)
-            self.bar.n = event.done
+                self.bar = tqdm(total=total, unit=unit, desc=what, file=sys.stderr)
+            self.bar.n = done
             self.bar.refresh()
-            if event.done >= event.total:
-                self._close()
+        else:
+            percent = done * 100 // total
+            mark = percent - percent % LINE_EVERY_PERCENT
+            if mark > self.last_line_percent:
+                self.last_line_percent = mark
+                self._write(f"{what}: {done}/{total} ({percent}%)")
+        if done >= total:
+            self._close()
+            self.counted = None
 
     def _download(self, event) -> None:
         if not self.tty:

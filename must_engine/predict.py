@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from must_engine import prediction_cache
 from must_engine.devices import resolve_device
-from must_engine.events import Event, PredictionProgress
+from must_engine.events import Event, PredictionProgress, Status
 from must_engine.image_cache import CacheSetting, ImageSource, cache_side, image_source
 from must_engine.images import SkippedFile, scan_folder, unreadable_reason
 from must_engine.io_utils import atomic_write
@@ -229,13 +230,16 @@ def predict_run(run_dir: str | Path, images: str | Path | None = None, *,
                 files: Sequence[str] | None = None, device: str = "auto",
                 batch_size: int = 0, on_event: EventSink | None = None,
                 should_stop: Callable[[], bool] | None = None,
-                image_cache: str | None = None) -> Predictions:
+                image_cache: str | None = None, reuse: bool = True) -> Predictions:
     """Score ``images`` (default: the run's own folder) with the run's models.
 
     Images are decoded through the decoded-image cache the run trained with (or
     ``image_cache``: 'auto', 'off' or a folder), so a folder decoded for training or the
     zero-shot preview is not decoded again. Files are checked as they are decoded, not in a
     separate pass; those that fail are listed in ``failed`` with the reason.
+
+    ``reuse``: return the predictions kept in the run folder when neither the run's models
+    nor the images changed since (must_engine.prediction_cache), and keep these for next time.
     """
     run = open_run(run_dir)
     root = Path(images) if images is not None else run.images_root
@@ -250,6 +254,15 @@ def predict_run(run_dir: str | Path, images: str | Path | None = None, *,
             files, skipped = scan.files, list(scan.skipped)
     if not files:
         raise RunError(f"No readable images in {root}.")
+    key = prediction_cache.prediction_key(run, root, files) if reuse else ""
+    cached = prediction_cache.load_cached(run, root, key) if reuse else None
+    if cached is not None:
+        if on_event is not None:
+            on_event(Status(f"Reusing the predictions kept in {run.path} (the run's models "
+                            "and the images are unchanged)"))
+            on_event(PredictionProgress(len(files), len(files)))
+        cached.failed = sorted(skipped + cached.failed, key=lambda s: s.path)
+        return cached
     zero, adapted = load_run_models(run)
     models = [zero] + ([adapted] if adapted is not None else [])
     settings = run.settings
@@ -262,8 +275,11 @@ def predict_run(run_dir: str | Path, images: str | Path | None = None, *,
                              on_event=on_event, should_stop=should_stop, source=source,
                              workers=settings.num_workers)
     keep = [i for i, good in enumerate(ok) if good]
-    skipped += [SkippedFile(files[i], unreadable_reason(root / files[i]) or "could not be decoded")
-                for i, good in enumerate(ok) if not good]
-    skipped.sort(key=lambda s: s.path)
-    return Predictions(root, [files[i] for i in keep], run.class_names, outs[0][keep],
-                       outs[1][keep] if adapted is not None else None, skipped)
+    undecoded = [SkippedFile(files[i], unreadable_reason(root / files[i]) or "could not be "
+                             "decoded") for i, good in enumerate(ok) if not good]
+    result = Predictions(root, [files[i] for i in keep], run.class_names, outs[0][keep],
+                         outs[1][keep] if adapted is not None else None, undecoded)
+    if reuse:
+        prediction_cache.store(run, root, key, result)
+    result.failed = sorted(skipped + undecoded, key=lambda s: s.path)
+    return result

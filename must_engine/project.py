@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from must_engine.io_utils import write_json
 from must_engine.settings import PRESET_NAMES, MustSettings
+from must_engine.write_errors import write_errors_as
 
 if TYPE_CHECKING:  # the model module imports torch; keep opening a project light
     from must_engine.models.source import ModelSpec
@@ -188,7 +189,9 @@ class Project:
             self.path = Path(path).expanduser().absolute()
         if self.path is None:
             raise ProjectError("No file to save the project to; choose one.")
-        write_json(self.path, self.to_dict())
+        with write_errors_as(ProjectError, self.path, f"Cannot save the project {self.path}",
+                             "choose a folder you can write to"):
+            write_json(self.path, self.to_dict())
         return self.path
 
 

@@ -337,6 +337,9 @@ class MainWindow(QMainWindow):
                           path=path)
         try:
             project.save()
+        except ProjectError as exc:  # a read-only or full folder: the sentence names it
+            QMessageBox.warning(self, "Could not create the project", str(exc))
+            return None
         except OSError as exc:
             QMessageBox.warning(self, "Could not create the project",
                                 f"{path} cannot be written ({exc}); choose another place.")
@@ -395,9 +398,10 @@ class MainWindow(QMainWindow):
         project.model, project.pretrained = f"local-dir:{demo_files.demo_model_dir()}", ""
         try:
             project.save()
-        except OSError as exc:
+        except (OSError, ProjectError) as exc:
             QMessageBox.warning(self, "Could not create the demo project",
-                                f"{path} cannot be written ({exc}).")
+                                str(exc) if isinstance(exc, ProjectError)
+                                else f"{path} cannot be written ({exc}).")
             return None
         self._set_project(project)
         self._show_where_left(project)

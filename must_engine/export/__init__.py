@@ -39,6 +39,7 @@ from must_engine.export.predictions_out import LINK_MODES
 from must_engine.io_utils import write_json
 from must_engine.predict import Predictions
 from must_engine.runs import RunInfo, open_run
+from must_engine.write_errors import write_errors_as
 
 __all__ = [
     "FORMATS",
@@ -142,15 +143,19 @@ def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
         def relay(event: Event) -> None:
             if isinstance(event, PredictionProgress):
                 emit(ExportProgress("predicting", event.done, event.total))
+            elif isinstance(event, Status):  # e.g. that kept predictions are reused
+                emit(event)
 
         return _predict(run, device, relay, should_stop)
 
-    if fmt in MODEL_FORMATS:
-        return _export_model(run, fmt, dest, emit, stop_check, get_predictions,
-                             spot_check=spot_check, samples=max(2, int(samples)))
-    preds = get_predictions()
-    stop_check()
-    return _write_predictions(preds, fmt, dest, link=link, emit=emit, should_stop=should_stop)
+    with _destination_errors(dest):
+        if fmt in MODEL_FORMATS:
+            return _export_model(run, fmt, dest, emit, stop_check, get_predictions,
+                                 spot_check=spot_check, samples=max(2, int(samples)))
+        preds = get_predictions()
+        stop_check()
+        return _write_predictions(preds, fmt, dest, link=link, emit=emit,
+                                  should_stop=should_stop)
 
 
 def export_predictions(predictions: Predictions, fmt: str, out: str | os.PathLike, *,
@@ -174,8 +179,16 @@ def export_predictions(predictions: Predictions, fmt: str, out: str | os.PathLik
         if on_event is not None:
             on_event(event)
 
-    return _write_predictions(predictions, fmt, dest, link=link, emit=emit,
-                              should_stop=should_stop)
+    with _destination_errors(dest):
+        return _write_predictions(predictions, fmt, dest, link=link, emit=emit,
+                                  should_stop=should_stop)
+
+
+def _destination_errors(dest: Path):
+    """A read-only, protected or full destination: one sentence naming it (not the temporary
+    name the error happened on)."""
+    return write_errors_as(ExportError, dest, f"Cannot write the export {dest}",
+                           "choose another place for it")
 
 
 def _write_predictions(preds: Predictions, fmt: str, dest: Path, *, link: str, emit: EventSink,

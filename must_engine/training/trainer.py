@@ -81,6 +81,7 @@ from must_engine.trust.collapse import CollapseWatch
 from must_engine.trust.corrections import FixedLabels
 from must_engine.trust.user_labels import read_run_labels, training_files
 from must_engine.weights import load_model_weights, save_model_weights
+from must_engine.write_errors import write_errors_as
 
 EventSink = Callable[[Event], None]
 CONFIDENCE_BINS = 20
@@ -101,6 +102,13 @@ def prepare_run(job: TrainJob, run_dir: str | Path, *, on_event: EventSink | Non
                 device: str | None = None) -> RunInfo:
     """Scan the folder, load the pretrained model, build the starting MUST model and write
     the run folder. Nothing is trained yet."""
+    with write_errors_as(RunError, Path(run_dir), f"Cannot create the run folder {run_dir}",
+                         "choose a project folder you can write to"):
+        return _prepare_run(job, run_dir, on_event=on_event, device=device)
+
+
+def _prepare_run(job: TrainJob, run_dir: str | Path, *, on_event: EventSink | None,
+                 device: str | None) -> RunInfo:
     run_dir = Path(run_dir)
     if (run_dir / "run.json").exists():
         raise RunError(f"{run_dir} already holds a run; resume it, or choose a new --out folder.")
