@@ -35,6 +35,10 @@ def wheel_names(tmp_path_factory) -> list[str]:
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy2(path, source / name)
+    # A checkout built before the rename keeps build/lib/resources/; it must not ship again.
+    stale = source / "build" / "lib" / "resources"
+    stale.mkdir(parents=True)
+    (stale / "stale.txt").write_text("from an older build", encoding="utf-8")
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "--no-index", "-q", "-w", str(out), str(source)], check=True)
