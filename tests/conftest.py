@@ -24,6 +24,19 @@ from must_engine.testing import write_image_folder, write_tiny_model  # noqa: E4
 CLASSES = ["red circle", "green square", "blue circle"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_user_cache_for_shared_fixtures(tmp_path_factory):
+    """Session and module fixtures (trained runs, the demo) are built before the per-test
+    isolation below; this keeps their decoded-image cache out of the user's cache folder."""
+    old = os.environ.get("MUST_STUDIO_CACHE_DIR")
+    os.environ["MUST_STUDIO_CACHE_DIR"] = str(tmp_path_factory.mktemp("shared-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MUST_STUDIO_CACHE_DIR", None)
+    else:
+        os.environ["MUST_STUDIO_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     base = tmp_path_factory.mktemp("user")
