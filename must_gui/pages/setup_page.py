@@ -82,7 +82,8 @@ def project_fingerprint(project: Project) -> str:
     """Everything that shapes a prepared run; equal fingerprints can share one."""
     return json.dumps([project.image_folder, project.class_names, project.templates,
                        project.model, project.pretrained, project.preset,
-                       sorted(project.overrides.items()), project.device], default=str)
+                       sorted(project.overrides.items()), project.device,
+                       sorted(project.synonyms.items())], default=str)
 
 
 def scan_task(folder: Path):
@@ -307,6 +308,10 @@ class SetupPage(QWidget):
         self.preview_button.setToolTip("Classify every image with the unadapted model "
                                        "and show the counts per class")
         self.preview_button.clicked.connect(self._preview_clicked)
+        self.names_button = QPushButton("Check class &names…")
+        self.names_button.setToolTip("Classes the model can hardly tell apart, template "
+                                     "agreement, synonyms; re-scores the images in seconds")
+        self.names_button.clicked.connect(self.open_workbench)
         self.start_button = QPushButton("&Start adaptation")
         self.start_button.setObjectName("primary")
         self.start_button.setToolTip("Adapt the model to these photos (Ctrl+Enter)")
@@ -315,6 +320,7 @@ class SetupPage(QWidget):
         actions.setContentsMargins(24, 8, 24, 12)
         actions.addWidget(self.status_label, 1)
         actions.addWidget(self.busy_bar)
+        actions.addWidget(self.names_button)
         actions.addWidget(self.preview_button)
         actions.addWidget(self.start_button)
         layout = QVBoxLayout(self)
@@ -583,6 +589,19 @@ class SetupPage(QWidget):
     # ---- preview ---------------------------------------------------------------------------
     def is_busy(self) -> bool:
         return self._preview_worker is not None
+
+    def open_workbench(self):
+        """The class-name workbench (must_gui.trust) on the project as it is now."""
+        from must_gui.trust.workbench_dialog import WorkbenchDialog
+
+        self.class_editor.flush()
+        if self.problem() or self.project is None:
+            return None
+        dialog = WorkbenchDialog(self.project, self)
+        dialog.synonymsSaved.connect(self.projectEdited)
+        dialog.start()
+        dialog.show()
+        return dialog
 
     def _preview_clicked(self) -> None:
         if self._preview_worker is not None:

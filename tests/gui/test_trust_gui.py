@@ -20,7 +20,7 @@ from must_gui.results.results_page import ResultsPage
 from tests.gui.results_testdata import make_predictions
 
 pytestmark = pytest.mark.gui
-LONG = 60_000
+LONG = 120_000  # two training runs on a shared, busy machine
 
 
 @pytest.fixture
@@ -190,3 +190,29 @@ def test_run_warnings_show_beside_the_plots_without_resizing_them(window, qtbot)
     assert page.plots.height() == height
     page.clear()
     assert page.warnings.text() == ""
+
+
+def test_class_name_workbench_previews_and_saves_synonyms(window, qtbot, tmp_path, image_folder,
+                                                          tiny_model_dir):
+    window.new_project(tmp_path / "names.mustproj")
+    setup = window.setup_page
+    setup.set_folder(image_folder)
+    assert setup.model_picker.use_local_folder(tiny_model_dir)
+    setup.class_editor.set_names(CLASSES)
+    qtbot.waitUntil(lambda: setup.num_images == 24, timeout=20_000)
+    dialog = setup.open_workbench()
+    with qtbot.waitSignal(dialog.ready, timeout=LONG):
+        pass
+    first = dialog.result
+    assert sum(first.class_counts()) == 24
+    assert dialog.table.item(0, 2).text() == str(first.class_counts()[0])
+    assert dialog.table.item(0, 3).text().endswith("%") or dialog.table.item(0, 3).text() == "–"
+    assert "images in" in dialog.status.text()
+    dialog.table.item(0, 1).setText("crimson disc; red ball")
+    dialog.preview_button.click()
+    assert dialog.result is not first
+    assert not np.allclose(dialog.result.probs, first.probs)
+    dialog.save_button.click()
+    assert window.project.synonyms == {"red circle": ["crimson disc", "red ball"]}
+    assert window.project.train_job().synonyms == {"red circle": ["crimson disc", "red ball"]}
+    dialog.close()
