@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from must_engine.events import DownloadProgress, Event, Status
 from must_engine.models.hub_probe import HubProbe
@@ -296,6 +297,10 @@ def load_clip(
         raise
     except (RuntimeError, FileNotFoundError, ValueError, OSError) as exc:
         raise ModelError(f"Could not load {spec.label}: {str(exc).splitlines()[0][:300]}") from exc
+    except SafetensorError as exc:  # a cut-short download or a damaged file, not a bug
+        raise ModelError(f"The weights file of {spec.label} is damaged "
+                         f"({str(exc).splitlines()[0][:200]}); delete it (a cached download: "
+                         "see `must models` for the cache) so that it is fetched again.") from exc
     from open_clip.transformer import VisionTransformer
 
     visual = model.visual
