@@ -262,7 +262,7 @@ def test_one_persistent_loader_gives_each_epoch_its_own_views(tmp_path):
         out = []
         for epoch in range(2):
             sampler.set_order(epoch, [3, 1, 0, 2])
-            out.append(torch.cat([torch.cat([w, s]) for w, s, _ in loader]))
+            out.append(torch.cat([torch.cat([w, s]) for w, s, *_ in loader]))
         return out
 
     here = epochs(LoaderPlan(0, False))
@@ -270,3 +270,32 @@ def test_one_persistent_loader_gives_each_epoch_its_own_views(tmp_path):
     assert not torch.equal(here[0], here[1])  # a new epoch, new augmentations
     for a, b in zip(here, spawned, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.slow  # spawns a loader worker (~20 s on two busy cores)
+def test_a_run_with_a_worker_process_equals_one_without_and_ends_it(tmp_path, image_folder,
+                                                                     class_names,
+                                                                     tiny_model_dir):
+    import multiprocessing
+
+    from must_engine.models.source import ModelSpec
+    from must_engine.runs import TrainJob
+    from must_engine.training.trainer import Trainer, prepare_run
+    from must_engine.weights import read_weights
+
+    def run(name: str, workers: int):
+        job = TrainJob(image_folder, class_names, ModelSpec.parse(str(tiny_model_dir)),
+                       templates=["a photo of a {}."],
+                       overrides={"epochs": 2, "batch_size": 6, "seed": 3,
+                                  "num_workers": workers})
+        prepare_run(job, tmp_path / name)
+        trainer = Trainer(tmp_path / name)
+        list(trainer.run())
+        return trainer, read_weights(tmp_path / name / "model.safetensors")[0]
+
+    _, here = run("here", 0)
+    kept, spawned = run("spawned", 1)
+    # The Trainer is still held (as the app may hold it), yet its worker has ended.
+    assert kept.workers == 1 and multiprocessing.active_children() == []
+    for key in here:
+        assert torch.equal(here[key], spawned[key]), key

@@ -271,8 +271,7 @@ class Trainer:
         self.workers = self.loader_plan.workers
         # One loader for the whole run: worker processes start once, not every epoch.
         self.sampler = EpochSampler()
-        self.loader = make_loader(self.dataset, self.sampler, self.batch_size,
-                                  self.loader_plan, drop_last=True)
+        self.loader = self._new_loader()
         self.log_every = s.log_every or (10 if self.device.type == "cuda" else 1)
         self.step = 0
         self._reset_epoch_stats()
@@ -538,6 +537,14 @@ class Trainer:
             raise
         finally:
             log.close()
+            # The persistent workers belong to the old loader's iterator: dropping it ends
+            # them now, not whenever this Trainer is collected (the app may keep it).
+            self.loader = self._new_loader()
+
+    def _new_loader(self):
+        """One loader for the whole run: its worker processes start once, not every epoch."""
+        return make_loader(self.dataset, self.sampler, self.batch_size, self.loader_plan,
+                           drop_last=True)
 
     def _flush(self, pending, window_start, step_seconds, out) -> Iterator[Event]:
         """Read the pending steps' metrics from the device in one transfer."""
