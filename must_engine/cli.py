@@ -373,9 +373,12 @@ def cmd_predict(args) -> int:
         raise CliError(f"Image folder {args.images} was not found; check the path.")
     preds = predict_run(args.run, args.images, device=args.device, batch_size=args.batch_size,
                         on_event=Progress(args.quiet), image_cache=args.image_cache)
-    if preds.probs is None:
-        print(f"note: {args.run} has not finished training; the label columns hold the "
-              "zero-shot predictions.", file=sys.stderr)
+    if preds.stopped_at is not None:
+        print(f"note: {args.run} was {preds.stopped_at}; the label columns hold its teacher "
+              "at that step (resume with `must train --resume` to finish).", file=sys.stderr)
+    elif preds.probs is None:
+        print(f"note: {args.run} has not trained yet; the label columns hold the zero-shot "
+              "predictions.", file=sys.stderr)
     preds.write_csv(args.out)
     for s in preds.failed:
         print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
@@ -404,6 +407,9 @@ def cmd_export(args) -> int:
         print(f"{check.format}: max abs difference {check.max_abs_diff:.2e} "
               f"(tolerance {check.tolerance:.0e}) on {check.samples} images: "
               f"{'ok' if check.passed else 'FAILED'}", file=sys.stderr)
+    if "stopped_at" in result.summary:
+        print(f"note: {args.run} was {result.summary['stopped_at']}; the export holds its "
+              "teacher at that step.", file=sys.stderr)
     print(result.path)
     return 0
 

@@ -22,21 +22,40 @@ from must_engine.image_cache import CacheSetting, ImageSource, cache_side, image
 from must_engine.images import SkippedFile, scan_folder, unreadable_reason
 from must_engine.io_utils import atomic_write
 from must_engine.models.must_model import MustModel, must_model_from_config
-from must_engine.runs import MODEL_FILE, ZERO_SHOT_FILE, RunError, RunInfo, open_run
+from must_engine.runs import (
+    CHECKPOINT_FILE,
+    MODEL_FILE,
+    ZERO_SHOT_FILE,
+    RunError,
+    RunInfo,
+    open_run,
+)
 from must_engine.training.data import EvalDataset, LoaderPlan, loader_plan, make_loader
 from must_engine.views import Preprocess
-from must_engine.weights import load_model_weights
+from must_engine.weights import load_model_weights, load_state_checked
 
 EventSink = Callable[[Event], None]
 FIXED_COLUMNS = ("path", "label", "confidence", "zero_shot_label", "zero_shot_confidence")
 PROB_PREFIX = "p_"
 
 
+@dataclass(frozen=True)
+class StoppedAt:
+    """Where a run that has not finished stands: its checkpoint's step of the total."""
+
+    step: int
+    total_steps: int
+
+    def __str__(self) -> str:
+        return f"stopped at step {self.step} of {self.total_steps}"
+
+
 @dataclass
 class Predictions:
     """Per image (``paths`` relative to ``root``): adapted and zero-shot probabilities.
 
-    ``probs`` is None for a run that has not finished training.
+    ``probs`` is None for a run that has neither finished nor kept a checkpoint; for a run
+    that was stopped it comes from the checkpoint's teacher, and ``stopped_at`` says where.
     """
 
     root: Path
@@ -45,6 +64,7 @@ class Predictions:
     zero_shot_probs: np.ndarray  # [N, C]
     probs: np.ndarray | None = None  # [N, C]
     failed: list[SkippedFile] = field(default_factory=list)
+    stopped_at: StoppedAt | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -139,6 +159,8 @@ class Predictions:
         arrays = {"zero_shot": self.zero_shot_probs.astype(np.float32)}
         if self.probs is not None:
             arrays["adapted"] = self.probs.astype(np.float32)
+        if self.stopped_at is not None:
+            arrays["stopped_at"] = np.array([self.stopped_at.step, self.stopped_at.total_steps])
 
         def write(tmp: Path) -> None:
             with tmp.open("wb") as f:
@@ -151,8 +173,10 @@ class Predictions:
     @classmethod
     def load_npz(cls, path: str | Path, root: Path) -> Predictions:
         with np.load(path, allow_pickle=False) as data:
+            stopped = data.get("stopped_at")
             return cls(Path(root), data["paths"].tolist(), data["classes"].tolist(),
-                       data["zero_shot"], data.get("adapted"))
+                       data["zero_shot"], data.get("adapted"),
+                       stopped_at=StoppedAt(*map(int, stopped)) if stopped is not None else None)
 
 
 def read_predictions_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -171,15 +195,32 @@ def read_predictions_csv(path: str | Path) -> tuple[list[str], list[dict[str, st
         return classes, list(reader)
 
 
+def adapted_model(run: RunInfo) -> tuple[MustModel | None, StoppedAt | None]:
+    """The run's adapted model: the finished one, or for a run stopped early the EMA teacher
+    of its checkpoint with where it stopped; (None, None) when there is neither."""
+    if run.has_adapted_model:
+        model = must_model_from_config(run.architecture)
+        load_model_weights(run.file(MODEL_FILE), model)
+        return model.eval(), None
+    path = run.file(CHECKPOINT_FILE)
+    if not path.is_file():
+        return None, None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = must_model_from_config(run.architecture)
+        load_state_checked(model, state["teacher"], path)
+    except Exception as exc:  # a damaged or foreign file: say so, not a pickle traceback
+        raise RunError(f"The checkpoint in {run.path} cannot be read ({exc}); resume the run "
+                       f"to write a new one, or delete {CHECKPOINT_FILE}.") from exc
+    return model.eval(), StoppedAt(int(state["step"]), run.total_steps)
+
+
 def load_run_models(run: RunInfo) -> tuple[MustModel, MustModel | None]:
-    """The run's zero-shot model and, once training has finished, its adapted model."""
+    """The run's zero-shot model and its adapted model (see ``adapted_model``)."""
     zero = must_model_from_config(run.architecture)
     load_model_weights(run.file(ZERO_SHOT_FILE), zero)
-    adapted = None
-    if run.has_adapted_model:
-        adapted = must_model_from_config(run.architecture)
-        load_model_weights(run.file(MODEL_FILE), adapted)
-    return zero.eval(), (adapted.eval() if adapted is not None else None)
+    adapted, _ = adapted_model(run)
+    return zero.eval(), adapted
 
 
 def default_batch_size(device: torch.device | str) -> int:
@@ -263,8 +304,10 @@ def predict_run(run_dir: str | Path, images: str | Path | None = None, *,
             on_event(PredictionProgress(len(files), len(files)))
         cached.failed = sorted(skipped + cached.failed, key=lambda s: s.path)
         return cached
-    zero, adapted = load_run_models(run)
-    models = [zero] + ([adapted] if adapted is not None else [])
+    zero = must_model_from_config(run.architecture)
+    load_model_weights(run.file(ZERO_SHOT_FILE), zero)
+    adapted, stopped_at = adapted_model(run)
+    models = [zero.eval()] + ([adapted] if adapted is not None else [])
     settings = run.settings
     cache = CacheSetting.parse(settings.image_cache if image_cache is None else image_cache,
                                settings.image_cache_gb)
@@ -278,7 +321,8 @@ def predict_run(run_dir: str | Path, images: str | Path | None = None, *,
     undecoded = [SkippedFile(files[i], unreadable_reason(root / files[i]) or "could not be "
                              "decoded") for i, good in enumerate(ok) if not good]
     result = Predictions(root, [files[i] for i in keep], run.class_names, outs[0][keep],
-                         outs[1][keep] if adapted is not None else None, undecoded)
+                         outs[1][keep] if adapted is not None else None, undecoded,
+                         stopped_at=stopped_at)
     if reuse:
         prediction_cache.store(run, root, key, result)
     result.failed = sorted(skipped + undecoded, key=lambda s: s.path)

@@ -21,7 +21,7 @@ import numpy as np
 
 from must_engine.images import SkippedFile
 from must_engine.io_utils import atomic_write
-from must_engine.runs import MODEL_FILE, ZERO_SHOT_FILE, RunInfo
+from must_engine.runs import CHECKPOINT_FILE, MODEL_FILE, ZERO_SHOT_FILE, RunInfo
 from must_engine.version import __version__
 
 CACHE_FOLDER = "prediction-cache"
@@ -47,7 +47,9 @@ def prediction_key(run: RunInfo, root: Path, files: Sequence[str]) -> str:
         digest.update(b"\0")
 
     add([FORMAT, __version__])
-    add([_stat_key(run.file(ZERO_SHOT_FILE)), _stat_key(run.file(MODEL_FILE))])
+    # A stopped run predicts with its checkpoint's teacher: a resume rewrites the checkpoint.
+    add([_stat_key(run.file(ZERO_SHOT_FILE)), _stat_key(run.file(MODEL_FILE)),
+         _stat_key(run.file(CHECKPOINT_FILE))])
     add([run.class_names, run.architecture, run.data.get("preprocess")])
     root = Path(root).expanduser().resolve()
     add(str(root))
@@ -65,7 +67,7 @@ def cache_file(run: RunInfo, root: Path) -> Path:
 
 def load_cached(run: RunInfo, root: Path, key: str):
     """The cached ``Predictions`` for ``key``, or None (absent, stale or unreadable)."""
-    from must_engine.predict import Predictions
+    from must_engine.predict import Predictions, StoppedAt
 
     path = cache_file(run, root)
     if not path.is_file():
@@ -77,8 +79,10 @@ def load_cached(run: RunInfo, root: Path, key: str):
             failed = [SkippedFile(str(p), str(r))
                       for p, r in zip(data["failed_paths"], data["failed_reasons"], strict=True)]
             adapted = data["adapted"] if "adapted" in data.files else None
+            stopped = (StoppedAt(*map(int, data["stopped_at"]))
+                       if "stopped_at" in data.files else None)
             return Predictions(Path(root), data["paths"].tolist(), data["classes"].tolist(),
-                               data["zero_shot"], adapted, failed)
+                               data["zero_shot"], adapted, failed, stopped_at=stopped)
     except (OSError, ValueError, KeyError) as exc:  # a damaged entry is recomputed
         log.info("prediction cache %s not used: %s", path, exc)
         return None
@@ -90,6 +94,9 @@ def store(run: RunInfo, root: Path, key: str, predictions) -> Path | None:
     arrays = {"zero_shot": np.asarray(predictions.zero_shot_probs, dtype=np.float32)}
     if predictions.probs is not None:
         arrays["adapted"] = np.asarray(predictions.probs, dtype=np.float32)
+    if predictions.stopped_at is not None:
+        arrays["stopped_at"] = np.array([predictions.stopped_at.step,
+                                         predictions.stopped_at.total_steps])
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as f:

@@ -32,17 +32,23 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, meta
 
 
-def load_model_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Load into ``model`` (strict, except that tensors under the model's
-    ``optional_state_prefixes`` may be missing from the file: they keep the model's own
-    values); returns the extra tensors saved beside the weights."""
+def load_state_checked(model: torch.nn.Module, state: dict[str, torch.Tensor],
+                       source: Path) -> None:
+    """``model.load_state_dict`` that is strict, except that tensors under the model's
+    ``optional_state_prefixes`` may be missing (they keep the model's own values)."""
     optional_prefixes = tuple(getattr(model, "optional_state_prefixes", ()))
-    tensors, _ = read_weights(path)
-    extra = {k[len(EXTRA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
-    state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(optional_prefixes)]
     if missing or result.unexpected_keys:
-        raise RuntimeError(f"{path} does not match the model: missing {missing[:3]}, "
+        raise RuntimeError(f"{source} does not match the model: missing {missing[:3]}, "
                            f"unexpected {result.unexpected_keys[:3]}.")
+
+
+def load_model_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Load into ``model`` (see ``load_state_checked``); returns the extra tensors saved
+    beside the weights."""
+    tensors, _ = read_weights(path)
+    extra = {k[len(EXTRA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
+    state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
+    load_state_checked(model, state, path)
     return extra

@@ -38,7 +38,7 @@ from must_engine.export.common import (
 from must_engine.export.predictions_out import LINK_MODES
 from must_engine.io_utils import write_json
 from must_engine.predict import Predictions
-from must_engine.runs import RunInfo, open_run
+from must_engine.runs import CHECKPOINT_FILE, RunInfo, open_run
 from must_engine.write_errors import write_errors_as
 
 __all__ = [
@@ -106,9 +106,11 @@ def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
     if spot_check is not None and not isinstance(spot_check, Mapping):
         raise ExportError("spot_check must be a mapping of figure names to values.")
     run = open_run(run_dir)
-    if not run.has_adapted_model and (fmt in MODEL_FORMATS or predictions is None):
-        raise ExportError(f"The run in {run.path} has not finished training, so there is no "
-                          "adapted model to export; train it to the end first.")
+    stopped = not run.has_adapted_model and run.file(CHECKPOINT_FILE).is_file()
+    if not run.has_adapted_model and not stopped and (fmt in MODEL_FORMATS
+                                                      or predictions is None):
+        raise ExportError(f"The run in {run.path} has no adapted model yet (it has neither "
+                          "finished nor kept a checkpoint); train it first.")
     if fmt == "onnx":
         from must_engine.export.onnx_export import require_onnx
 
@@ -150,12 +152,17 @@ def export_run(run_dir: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
 
     with _destination_errors(dest):
         if fmt in MODEL_FORMATS:
-            return _export_model(run, fmt, dest, emit, stop_check, get_predictions,
-                                 spot_check=spot_check, samples=max(2, int(samples)))
-        preds = get_predictions()
-        stop_check()
-        return _write_predictions(preds, fmt, dest, link=link, emit=emit,
-                                  should_stop=should_stop)
+            result = _export_model(run, fmt, dest, emit, stop_check, get_predictions,
+                                   spot_check=spot_check, samples=max(2, int(samples)))
+        else:
+            preds = get_predictions()
+            stop_check()
+            result = _write_predictions(preds, fmt, dest, link=link, emit=emit,
+                                        should_stop=should_stop)
+    if stopped:
+        # A stopped run exports its checkpoint's teacher; say so wherever the result goes.
+        result.summary["stopped_at"] = f"stopped at step {run.step} of {run.total_steps}"
+    return result
 
 
 def export_predictions(predictions: Predictions, fmt: str, out: str | os.PathLike, *,

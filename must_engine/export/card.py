@@ -126,6 +126,9 @@ def build_card(run: RunInfo, *, model_file: str, model_sha256: str,
             "steps": run.step,
             "total_steps": run.total_steps,
             "status": run.status,
+            "model": ("the EMA teacher at the end of training" if run.has_adapted_model else
+                      f"the EMA teacher of the checkpoint, stopped at step {run.step} of "
+                      f"{run.total_steps}"),
             "started": run.data.get("created"),
             "finished": run.data.get("updated"),
             "run_engine_version": run.data.get("engine_version"),

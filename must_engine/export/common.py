@@ -15,10 +15,9 @@ import numpy as np
 import torch
 
 from must_engine.events import Event, ExportCheck
-from must_engine.models.must_model import MustModel, must_model_from_config
-from must_engine.runs import MODEL_FILE, RunInfo
+from must_engine.models.must_model import MustModel
+from must_engine.runs import RunError, RunInfo
 from must_engine.version import __version__
-from must_engine.weights import load_model_weights
 
 EventSink = Callable[[Event], None]
 
@@ -116,9 +115,13 @@ def staged_folder(path: Path) -> Iterator[Path]:
 # ---- the model and sample inputs ----------------------------------------------------------
 
 def load_adapted_model(run: RunInfo) -> MustModel:
-    model = must_model_from_config(run.architecture)
-    load_model_weights(run.file(MODEL_FILE), model)
-    return model.eval()
+    """The finished model, or the checkpoint's teacher of a run stopped early."""
+    from must_engine.predict import adapted_model
+
+    model, _ = adapted_model(run)
+    if model is None:
+        raise RunError(f"The run in {run.path} has no adapted model yet; train it first.")
+    return model
 
 
 class ProbabilityHead(torch.nn.Module):

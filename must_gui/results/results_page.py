@@ -481,6 +481,8 @@ class ResultsPage(QWidget):
         parts = [f"<b>{shown:,}</b> of {len(pred):,} images shown"]
         if pred.probs is not None:
             parts.append(f"{changed:,} changed since zero-shot")
+            if pred.stopped_at is not None:
+                parts.append(f"the run was {pred.stopped_at}")
         else:
             parts.append("zero-shot predictions (the run has not finished)")
         if shown:

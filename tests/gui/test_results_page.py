@@ -345,3 +345,12 @@ def test_real_export_of_a_trained_run(qtbot, tmp_path, image_folder, class_names
     qtbot.waitUntil(lambda: not dialog.is_running(), timeout=5000)
     dialog.close()
     page.shutdown()
+
+
+def test_summary_marks_predictions_of_a_stopped_run(qtbot, page, tmp_path):
+    from must_engine.predict import StoppedAt
+
+    pred = make_predictions(tmp_path)
+    pred.stopped_at = StoppedAt(6, 8)
+    page.set_results(pred, None)
+    assert "stopped at step 6 of 8" in page.summary.text()
