@@ -301,7 +301,7 @@ def unfinished_run(adapted_run, tmp_path):
 
 
 def test_clear_errors(adapted_run, unfinished_run, tmp_path, monkeypatch):
-    with pytest.raises(ExportError, match="train it to the end first"):
+    with pytest.raises(ExportError, match="has no adapted model yet"):
         export_run(unfinished_run, "bundle", tmp_path / "b")
     with pytest.raises(ExportError, match="choose one of"):
         export_run(adapted_run, "pickle", tmp_path / "x")
