@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true",
                    help="continue the stopped run in --out from its last checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train with N data-parallel processes on this machine (one per GPU), "
+                        "started through torchrun")
     _settings_flags(t)
 
     pr = sub.add_parser("predict", help="score images with a run's zero-shot and adapted models")
@@ -297,25 +300,33 @@ def _run_training(job, out: Path, *, resume: bool, quiet: bool) -> None:
     control = TrainControl()
     progress = Progress(quiet)
 
+    # Under torchrun a Ctrl-C reaches every process and then the launcher sends SIGTERM:
+    # both ask for the checkpointed stop, and the second signal must not abort it.
+    launched = _under_torchrun()
+
     def on_sigint(signum, frame):
-        if control.stop_requested:
+        if control.stop_requested and not launched:
             raise KeyboardInterrupt
+        if control.stop_requested:
+            return
         progress._write("Stopping after this step and keeping a checkpoint (Ctrl-C again to "
                         "abort at once)...")
         control.stop()
 
-    previous = signal.getsignal(signal.SIGINT)
+    signals = [signal.SIGINT, signal.SIGTERM] if launched else [signal.SIGINT]
+    previous = {s: signal.getsignal(s) for s in signals}
     try:
-        signal.signal(signal.SIGINT, on_sigint)
+        for s in signals:
+            signal.signal(s, on_sigint)
     except ValueError:  # not the main thread: no signal handling
-        previous = None
+        previous = {}
     try:
         for event in train(job, out, control=control, resume=resume, on_event=progress):
             progress(event)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    if control.stop_requested:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if control.stop_requested and _is_rank0():
         progress._write(f"Resume with: must train {job.images} --out {out} --resume")
 
 
@@ -334,18 +345,68 @@ def _precheck(images: Path, spec) -> None:
                    "in subfolders too).")
 
 
+def _is_rank0() -> bool:
+    """True in a plain process, and in torchrun's first process (the one that reports)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _under_torchrun() -> bool:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _launch_torchrun(args, out: Path) -> int:
+    """``must train --nproc N``: the same command again, N times, under PyTorch's launcher
+    (``--standalone``: one machine; several machines go through torchrun's own flags)."""
+    import subprocess
+
+    argv = list(args.argv)
+    kept: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            kept.append(a)
+    if args.out is None:
+        kept += ["--out", str(out)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={args.nproc}", "-m", "must_engine", *kept]
+    code = subprocess.call(cmd)
+    return code if code in (0, EXIT_USAGE) else EXIT_FAILED
+
+
 def cmd_train(args) -> int:
     from must_engine.models.source import ModelSpec
     from must_engine.runs import TrainJob, open_run
 
     out = args.out
+    if args.nproc < 1:
+        raise CliError("--nproc takes a number of processes, 1 or more.")
+    if args.nproc > 1:
+        if _under_torchrun():
+            raise CliError("Already running under torchrun; drop --nproc (torchrun's "
+                           "--nproc_per_node sets the process count).")
+        if out is None and args.resume:
+            raise CliError("--resume needs --out RUN, the folder of the run to continue.")
+        return _launch_torchrun(args, out or Path(
+            f"must-run-{_dt.datetime.now():%Y%m%d-%H%M%S}"))
+    if out is None and _under_torchrun():
+        # Each process would pick its own time-stamped folder.
+        raise CliError("Under torchrun, name the run folder with --out.")
     if args.resume:
         if out is None:
             raise CliError("--resume needs --out RUN, the folder of the run to continue.")
         run = open_run(out)
         job = TrainJob(run.images_root, run.class_names, run.model_spec, run.templates)
         _run_training(job, out, resume=True, quiet=args.quiet)
-        print(out)
+        if _is_rank0():
+            print(out)
         return 0
     if not args.images.is_dir():
         raise CliError(f"Image folder {args.images} was not found; check the path.")
@@ -362,7 +423,8 @@ def cmd_train(args) -> int:
                        "another --out.")
     job = TrainJob(args.images, names, spec, _templates(args), overrides=_overrides(args))
     _run_training(job, out, resume=False, quiet=args.quiet)
-    print(out)
+    if _is_rank0():
+        print(out)
     return 0
 
 
@@ -453,6 +515,7 @@ COMMANDS = {"train": cmd_train, "predict": cmd_predict, "eval": cmd_eval, "expor
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for --nproc to start again
     if not args.command:
         parser.print_help()
         return EXIT_USAGE

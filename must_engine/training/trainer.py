@@ -20,6 +20,8 @@ import torch
 from must_engine.classes import check_class_names, check_templates, default_templates
 from must_engine.classifier_init import target_prototypes, text_classifier
 from must_engine.devices import resolve_device
+from must_engine.distributed import Distributed, env_from_launcher
+from must_engine.distributed import start as start_distributed
 from must_engine.events import (
     CheckpointSaved,
     EpochSummary,
@@ -200,6 +202,15 @@ def _image_source(settings: MustSettings, pp):
                         cache_side(pp.image_size, settings.strong_scale_min))
 
 
+def _rank_batch(global_batch: int, world_size: int) -> int:
+    """Each process's share of the global batch, which a resumed run keeps whatever the
+    process count (the learning rate and the schedule depend on it)."""
+    if global_batch % world_size:
+        raise RunError(f"The batch of {global_batch} images does not split evenly over "
+                       f"{world_size} processes; use a process count that divides it.")
+    return global_batch // world_size
+
+
 def mask_spec(image_size: int, patch_size: int, settings: MustSettings) -> MaskSpec:
     """The run's block masks; ``mask_patch_size`` 0 means chosen from the model."""
     block = settings.mask_patch_size or choose_mask_patch_size(image_size, patch_size)
@@ -218,7 +229,11 @@ def _precision(settings: MustSettings, device: torch.device) -> torch.dtype | No
 class Trainer:
     """Trains (or resumes) the run in ``run_dir``. Create it on the thread that will train."""
 
-    def __init__(self, run_dir: str | Path, *, device: str | None = None):
+    def __init__(self, run_dir: str | Path, *, device: str | None = None,
+                 distributed: Distributed | None = None):
+        # Under torchrun: one of several data-parallel processes; rank 0 alone writes files.
+        self.dist = distributed
+        self.is_main = distributed is None or distributed.is_main
         self.info = open_run(run_dir)
         if not (self.info.path / ZERO_SHOT_FILE).is_file():
             raise RunError(f"{run_dir} has no starting model ({ZERO_SHOT_FILE}); prepare it again.")
@@ -226,6 +241,8 @@ class Trainer:
         if device is not None:
             self.settings.device = device
         self.device = resolve_device(self.settings.device)
+        if distributed is not None:
+            self.device = distributed.device_for(self.device)
         run_labels = read_run_labels(self.info.path, self.info.class_names)
         self.files = training_files(self.info.image_files(), run_labels)
         self.root = self.info.images_root
@@ -260,7 +277,8 @@ class Trainer:
                                          device=self.device)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
-        self.fair = FairnessLoss(self.num_classes, s.fair_running_average_classes)
+        self.fair = FairnessLoss(self.num_classes, s.fair_running_average_classes,
+                                 gather=distributed.gather if distributed else None)
         pp = self.info.preprocess
         self.mask_spec = mask_spec(pp.image_size, self.student.patch_size, s)
         self.dataset = TwoViewDataset(self.root, self.files, pp, seed=s.seed,
@@ -271,6 +289,11 @@ class Trainer:
         self.workers = self.loader_plan.workers
         # One loader for the whole run: worker processes start once, not every epoch.
         self.sampler = EpochSampler()
+        self.rank_batch = self.batch_size
+        self.ddp = None
+        if distributed is not None:
+            self.rank_batch = _rank_batch(self.batch_size, distributed.world_size)
+            self.ddp = distributed.wrap(self.student, self.device)
         self.loader = self._new_loader()
         self.log_every = s.log_every or (10 if self.device.type == "cuda" else 1)
         self.step = 0
@@ -317,6 +340,8 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         path = self.info.path / CHECKPOINT_FILE
+        if not self.is_main:
+            return path
         state = self._checkpoint_state()
         atomic_write(path, lambda p: torch.save(state, p))
         self.info.data.update(step=self.step, total_steps=self.total_steps)
@@ -390,7 +415,12 @@ class Trainer:
         mask = None
         if s.uses_mask:
             g = torch.Generator().manual_seed(mix_seed(s.seed, step, 0x3A5C))
-            mask = sample_block_masks(self.mask_spec, batch, g).to(self.device, non_blocking=True)
+            if self.dist is None:
+                mask = sample_block_masks(self.mask_spec, batch, g)
+            else:  # this rank's rows of the global batch's masks, as one process draws them
+                lo = self.dist.rank * batch
+                mask = sample_block_masks(self.mask_spec, self.batch_size, g)[lo:lo + batch]
+            mask = mask.to(self.device, non_blocking=True)
 
         # The teacher runs in fp32 outside autocast, as in the reference code: at a logit
         # scale of 100, bf16 logits moved confidences by up to 0.084 and flipped argmaxes.
@@ -404,8 +434,8 @@ class Trainer:
         zero = torch.zeros((), device=self.device)
         reconstruct = mask is not None and s.mim_weight > 0
         with self._autocast():
-            out = self.student.forward_train(student_view, mask, reconstruct=reconstruct,
-                                             patch_norm=s.patch_norm)
+            forward = self.student.forward_train if self.ddp is None else self.ddp
+            out = forward(student_view, mask, reconstruct=reconstruct, patch_norm=s.patch_norm)
             loss_st = self_training_loss(out.logits, st_labels, st_weight)
             loss_fair = self.fair(out.logits, valid) if s.fair_weight > 0 else zero
             loss_mim = zero
@@ -418,6 +448,9 @@ class Trainer:
                 loss_align = global_local_alignment_loss(
                     out.patch_embeddings, out.cls_embedding, mask,
                     detach_cls=s.align_cls_gradient == "stop", valid=valid)
+            if self.dist is not None:  # means over the global batch, as one process takes
+                loss_st, loss_mim, loss_align = self._global_means(
+                    loss_st, st_weight, loss_mim, loss_align, mask, valid, reconstruct)
             total = (loss_st + s.fair_weight * loss_fair + s.mim_weight * loss_mim
                      + s.align_weight * loss_align)
 
@@ -427,6 +460,9 @@ class Trainer:
         self.scaler.update()
         self.teacher.update(self.student, decay)
 
+        if self.dist is not None:  # statistics of the global batch, the same on every rank
+            index, labels, confidence, confident, valid = (
+                self.dist.gather_values(t) for t in (index, labels, confidence, confident, valid))
         with torch.no_grad():
             w = valid.long()
             # scatter_add, not bincount or boolean indexing: those read sizes back to the host.
@@ -445,6 +481,8 @@ class Trainer:
                 loss_align.detach().float(), total.detach().float(),
                 confident.sum() / seen, (confidence * valid).sum() / seen,
             ])
+            if self.dist is not None:
+                metrics = self.dist.mean(metrics)
         self.step += 1
         return metrics
 
@@ -454,16 +492,20 @@ class Trainer:
         s = self.settings
         started = time.perf_counter()
         self.info.data["status"] = "running"
-        self.info.save()
-        log = open(self.info.path / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        if self.is_main:
+            self.info.save()
+        log = (open(self.info.path / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+               if self.is_main else None)
 
         def out(event: Event) -> Event:
             import json
 
-            log.write(json.dumps(event.to_dict()) + "\n")
+            if log is not None:
+                log.write(json.dumps(event.to_dict()) + "\n")
             return event
 
         try:
+            yield from (out(e) for e in self._process_count_note())
             yield out(RunStarted(str(self.info.path), s.epochs, self.steps_per_epoch, self.step,
                                  len(self.files), self.info.class_names, str(self.device)))
             pending: list[tuple[int, torch.Tensor]] = []
@@ -475,7 +517,10 @@ class Trainer:
                 order = epoch_order(len(self.files), s.seed, epoch)
                 order = order[: self.steps_per_epoch * self.batch_size]
                 self.dataset.set_epoch(epoch)
-                self.sampler.set_order(epoch, order[in_epoch * self.batch_size:])
+                order = order[in_epoch * self.batch_size:]
+                if self.dist is not None:
+                    order = self.dist.shard_batches(order, self.batch_size)
+                self.sampler.set_order(epoch, order)
                 loader = self.loader
                 epoch_t0 = time.perf_counter()
                 for weak, strong, index, reasons in loader:
@@ -489,13 +534,14 @@ class Trainer:
                         window_start += paused_for
                         epoch_t0 += paused_for
                         yield out(Resumed(self.step))
-                    if control.stop_requested:
+                    if self._stop_requested(control):
                         yield from self._flush(pending, window_start, step_seconds, out)
                         self.ep_seconds += time.perf_counter() - epoch_t0
                         path = self.save_checkpoint()
                         yield out(CheckpointSaved(str(path), self.step, epoch))
                         self.info.data["status"] = "stopped"
-                        self.info.save()
+                        if self.is_main:
+                            self.info.save()
                         self._save_pseudo_labels()
                         yield out(RunFinished(str(self.info.path), self.step, self.total_steps,
                                               True, time.perf_counter() - started))
@@ -530,20 +576,21 @@ class Trainer:
             yield out(RunFinished(str(self.info.path), self.step, self.total_steps, False,
                                   time.perf_counter() - started, str(model_path)))
         except BaseException:
-            if self.info.data.get("status") == "running":
+            if self.info.data.get("status") == "running" and self.is_main:
                 self.info.data["status"] = "failed" if self.step == 0 else "stopped"
                 with contextlib.suppress(Exception):
                     self.info.save()
             raise
         finally:
-            log.close()
+            if log is not None:
+                log.close()
             # The persistent workers belong to the old loader's iterator: dropping it ends
             # them now, not whenever this Trainer is collected (the app may keep it).
             self.loader = self._new_loader()
 
     def _new_loader(self):
         """One loader for the whole run: its worker processes start once, not every epoch."""
-        return make_loader(self.dataset, self.sampler, self.batch_size, self.loader_plan,
+        return make_loader(self.dataset, self.sampler, self.rank_batch, self.loader_plan,
                            drop_last=True)
 
     def _flush(self, pending, window_start, step_seconds, out) -> Iterator[Event]:
@@ -581,7 +628,41 @@ class Trainer:
             confident_fraction=sum(self.ep_confident.cpu().tolist()) / seen,
             seconds=self.ep_seconds)
 
+    def _global_means(self, loss_st, st_weight, loss_mim, loss_align, mask, valid,
+                      reconstruct):
+        """The losses' own denominators (confident samples, masked pixels, masked patches),
+        summed over the ranks instead of taken per rank."""
+        n = torch.zeros((), device=self.device)
+        mim_n = align_n = n
+        if mask is not None:
+            per_sample = mask.flatten(1).float().sum(dim=1) * valid
+            align_n = per_sample.sum()
+            # masked pixels x channels, as the MIM loss divides by
+            mim_n = align_n * self.student.patch_size ** 2 * 3 if reconstruct else n
+        return self.dist.global_means((loss_st, st_weight.float().sum()), (loss_mim, mim_n),
+                                      (loss_align, align_n))
+
+    def _process_count_note(self) -> list[Event]:
+        """Record how many processes train; a resume on another count says so."""
+        now = 1 if self.dist is None else self.dist.world_size
+        before = int(self.info.data.get("processes", 1))
+        if now != before or now > 1:  # a one-process run's run.json stays as it was
+            self.info.data["processes"] = now
+        if self.step == 0 or before == now:
+            return []
+        return [Status(f"Resuming a run trained by {before} process(es) with {now}: the "
+                       f"global batch stays {self.batch_size} images ({self.rank_batch} per "
+                       "process), so the schedule and learning rate are unchanged.")]
+
+    def _stop_requested(self, control: TrainControl) -> bool:
+        if self.dist is None:
+            return control.stop_requested
+        # Every rank must stop at the same step, or the others wait in a collective forever.
+        return self.dist.any(control.stop_requested, self.device)
+
     def _save_pseudo_labels(self) -> None:
+        if not self.is_main:
+            return
         labels = self.last_label.cpu().tolist()
         conf = self.last_confidence.cpu().tolist()
         thr = self.settings.conf_threshold
@@ -595,6 +676,8 @@ class Trainer:
     def _finish(self) -> Path:
         """Keep the EMA teacher as the adapted model (no labels to pick a 'best' epoch)."""
         path = self.info.path / MODEL_FILE
+        if not self.is_main:
+            return path
         save_model_weights(path, self.teacher.module, metadata={"role": "adapted",
                                                                 "step": str(self.step)})
         self.info.data.update(status="finished", step=self.step, total_steps=self.total_steps)
@@ -609,11 +692,35 @@ def train(job: TrainJob, run_dir: str | Path, *, control: TrainControl | None = 
           on_event: EventSink | None = None) -> Iterator[Event]:
     """Prepare (or resume) a run and train it: the one call the CLI and the app make."""
     run_dir = Path(run_dir)
+    env = env_from_launcher()
+    if env is None:
+        _prepare_or_check(job, run_dir, resume=resume, device=device, on_event=on_event)
+        trainer = Trainer(run_dir, device=device)
+        yield from trainer.run(control)
+        return
+    # Under torchrun: rank 0 prepares the run folder while the others wait for it; only
+    # rank 0's events come out (the others train silently alongside).
+    group = start_distributed(env)
+    try:
+        if group.is_main:
+            _prepare_or_check(job, run_dir, resume=resume, device=device, on_event=on_event)
+        group.barrier()
+        trainer = Trainer(run_dir, device=device, distributed=group)
+        events = trainer.run(control)
+        if group.is_main:
+            yield from events
+        else:
+            for _ in events:
+                pass
+    finally:
+        group.close()
+
+
+def _prepare_or_check(job: TrainJob, run_dir: Path, *, resume: bool, device: str | None,
+                      on_event: EventSink | None) -> None:
     if resume and (run_dir / "run.json").exists():
         info = open_run(run_dir)
         if info.status == "finished":
             raise RunError(f"The run in {run_dir} has already finished; start a new one.")
     else:
         prepare_run(job, run_dir, on_event=on_event, device=device)
-    trainer = Trainer(run_dir, device=device)
-    yield from trainer.run(control)
