@@ -38,3 +38,39 @@ def target_prototypes(model: MustModel, batches, *, mix: float = 0.5) -> torch.T
         sums += feats.T.to(sums.device) @ probs.to(sums.device)
     image_protos = F.normalize(sums, dim=0)
     return F.normalize((1 - mix) * text + mix * image_protos, dim=0)
+
+
+def balanced_assignment(logits: torch.Tensor, iterations: int = 3) -> torch.Tensor:
+    """Soft assignments [n, C] whose class totals are pulled toward a uniform prior (a few
+    Sinkhorn-Knopp rounds, as in SwAV): each image's row sums to 1, each class's column to
+    about n / C. Zero-shot classifiers often pile most images onto a few classes; this is
+    the same prior the fairness loss applies during training."""
+    q = (logits - logits.max()).exp()
+    n, c = q.shape
+    for _ in range(iterations):
+        q = q / q.sum(dim=0, keepdim=True).clamp_min(1e-12) * (n / c)
+        q = q / q.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return q
+
+
+@torch.no_grad()
+def refine_prototypes(features: torch.Tensor, text: torch.Tensor, logit_scale: float, *,
+                      rounds: int = 10, anchor: float = 0.5,
+                      balanced: bool = True) -> torch.Tensor:
+    """Refined zero-shot classifier [D, C]: soft k-means over the target images' normalised
+    features ``[n, D]``, seeded with the text prototypes and pulled back toward them each
+    round (``anchor`` is the text prototype's share), so clusters keep their class meaning.
+
+    Each round assigns every image softly to the current prototypes (at the model's own
+    logit scale; ``balanced`` applies the uniform class prior to the assignment), takes each
+    class's weighted feature mean, and mixes it with its text prototype.
+    """
+    text = F.normalize(text.float(), dim=0)
+    feats = F.normalize(features.float(), dim=-1).to(text.device)
+    protos = text
+    for _ in range(max(0, rounds)):
+        logits = logit_scale * feats @ protos
+        q = balanced_assignment(logits) if balanced else logits.softmax(dim=-1)
+        means = F.normalize(feats.T @ q, dim=0)
+        protos = F.normalize(anchor * text + (1 - anchor) * means, dim=0)
+    return protos

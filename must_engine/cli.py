@@ -139,6 +139,12 @@ EXPORT_STAGES = {"loading": "Loading the adapted model",
                  "writing": "Writing the export", "checking": "Checking it against PyTorch",
                  "sorting": "Sorting the images into class folders"}
 LINE_EVERY_PERCENT = 10  # off a terminal, counted work prints a line this often
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class Progress:
@@ -189,6 +195,20 @@ class Progress:
                         f"{event.confident_fraction:.0%}")
         elif isinstance(event, ev.RunWarning):
             self._write(f"warning: {event.message} {event.suggestion}".rstrip())
+        elif isinstance(event, ev.SettingsProbed):
+            scores = ", ".join(f"{c['name']} {c['score']:.3f}" for c in event.candidates)
+            chosen = ", ".join(f"{k}={v}" for k, v in event.settings.items()) or "as is"
+            self._write(f"Probe on {event.images} images (label-free score): {scores}. "
+                        f"Training with: {event.chosen} ({chosen}).")
+        elif isinstance(event, ev.TimeEstimate):
+            self._write(f"Expected training time: about {_duration(event.seconds)} "
+                        f"({event.epochs} epochs, {event.total_steps} steps at "
+                        f"{event.seconds_per_step:.2f} s a step on {event.device}, measured).")
+        elif isinstance(event, ev.ClassifierScored):
+            self._write(f"label-free score of the {event.label}: {event.score:.3f} (zero-shot "
+                        f"{event.zero_shot_score:.3f}; kept so far: {event.kept})")
+        elif isinstance(event, ev.ClassifierKept):
+            self._write(f"Keeping the {event.label}: {event.reason}.")
         elif isinstance(event, ev.RunFinished):
             self._close()
             word = "Stopped" if event.stopped else "Finished"

@@ -83,6 +83,58 @@ class EpochSummary(Event):
 
 
 @dataclass(frozen=True)
+class ClassifierScored(Event):
+    """The label-free measure of a classifier the run could hand back (the EMA teacher at an
+    epoch's end; ``epoch`` -1 for the starting classifiers). ``score`` is in [0, 1], higher
+    is better; ``signals`` holds its parts; ``kept`` names the best-scored classifier so far,
+    which is what the run will hand back, and ``kept_score`` its score."""
+
+    kind: str  # "zero_shot", "refined" or "teacher"
+    label: str
+    epoch: int
+    step: int
+    score: float
+    signals: dict
+    kept: str
+    kept_score: float
+    zero_shot_score: float
+
+
+@dataclass(frozen=True)
+class ClassifierKept(Event):
+    """Which classifier the finished run hands back (predicts and exports), and why."""
+
+    kind: str
+    label: str
+    epoch: int
+    score: float
+    zero_shot_score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class SettingsProbed(Event):
+    """The ``auto`` preset's probe: each candidate setting trained briefly on ``images``
+    images and scored by the label-free measure; ``chosen`` is what the run trains with."""
+
+    chosen: str
+    settings: dict
+    images: int
+    candidates: list  # [{"name", "score", "settings"}]
+
+
+@dataclass(frozen=True)
+class TimeEstimate(Event):
+    """Expected training time, from the device's speed measured before training starts."""
+
+    seconds: float
+    epochs: int
+    total_steps: int
+    seconds_per_step: float
+    device: str
+
+
+@dataclass(frozen=True)
 class RunWarning(Event):
     """Something the user should know about the run while it goes on: what was seen, in one
     sentence, and what to try. ``kind`` is a stable identifier (for example

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from must_engine.models.must_model import MustModel, build_vision_tower
-from must_engine.settings import PRESETS, MustSettings, resolve_settings
+from must_engine.settings import (
+    AUTO_WARM_SHARE,
+    LABEL_FREE_RECIPE,
+    PRESETS,
+    MustSettings,
+    resolve_settings,
+)
 from must_engine.testing import TINY_MODEL_CFG
 from must_engine.training.ema import EmaTeacher, ema_decay
 from must_engine.training.optim import build_optimizer, cosine_lr, layer_id, param_groups
@@ -92,16 +98,23 @@ def test_settings_validation_messages():
 
 def test_resolve_settings_picks_rows_and_model_choices():
     small = resolve_settings(num_images=500, image_size=224, patch_size=16)
-    assert small.mask_patch_size == 32 and small.conf_threshold == PRESETS["pets"].values[
-        "conf_threshold"]
+    # auto: the label-free recipe, its EMA warm-up a fixed share of the steps
+    assert small.mask_patch_size == 32 and small.preset == "auto" and small.base_lr == 1e-4
+    assert small.layer_decay == LABEL_FREE_RECIPE["layer_decay"] and small.keep == "best"
+    assert small.ema_warm_it == round(AUTO_WARM_SHARE * (500 // 32) * 10)
+    pets = resolve_settings(num_images=500, image_size=224, patch_size=16, preset="pets")
+    assert pets.conf_threshold == PRESETS["pets"].values["conf_threshold"]
+    assert pets.keep == "last" and pets.prototype_init == "text"  # the published method
     # warm-up scaled by steps: 500 images // 64 = 7 steps * 60 epochs = 420 steps, against
     # the Pets row's 3680 // 1024 = 3 steps * 60 epochs = 180
-    assert small.ema_warm_it == round(100 * 420 / 180)
-    big = resolve_settings(num_images=500_000, image_size=224, patch_size=14, model_name="ViT-L-14")
+    assert pets.ema_warm_it == round(100 * 420 / 180)
+    big = resolve_settings(num_images=500_000, image_size=224, patch_size=14,
+                           model_name="ViT-L-14", preset="imagenet-vit-l")
     assert big.mask_patch_size == 56 and big.w_align == 0.5
     tiny = resolve_settings(num_images=10, image_size=32, patch_size=8,
                             overrides={"batch_size": 64, "epochs": 2, "mask_ratio": 0.2})
     assert tiny.batch_size == 10 and tiny.epochs == 2 and tiny.mask_ratio == 0.2
+    assert tiny.base_lr == LABEL_FREE_RECIPE["base_lr"]  # a small-input model: the tiny rate
     assert 32 % tiny.mask_patch_size == 0 and tiny.mask_patch_size % 8 == 0
     dtd = resolve_settings(num_images=3760, image_size=224, patch_size=16, preset="dtd",
                            overrides={"batch_size": 1024})

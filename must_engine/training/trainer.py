@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from must_engine.classes import check_class_names, check_templates, default_templates
-from must_engine.classifier_init import target_prototypes, text_classifier
+from must_engine.classifier_init import text_classifier
 from must_engine.devices import resolve_device
 from must_engine.distributed import Distributed, env_from_launcher
 from must_engine.distributed import start as start_distributed
@@ -45,6 +45,7 @@ from must_engine.masking import (
 )
 from must_engine.models.must_model import MustModel, architecture_of, must_model_from_config
 from must_engine.models.source import load_clip
+from must_engine.probe import probe_events
 from must_engine.runs import (
     CHECKPOINT_FILE,
     IMAGES_FILE,
@@ -62,7 +63,6 @@ from must_engine.settings import MustSettings, resolve_settings, steps_per_epoch
 from must_engine.training.control import TrainControl
 from must_engine.training.data import (
     EpochSampler,
-    EvalDataset,
     TwoViewDataset,
     epoch_order,
     loader_plan,
@@ -70,6 +70,7 @@ from must_engine.training.data import (
     mix_seed,
 )
 from must_engine.training.ema import EmaTeacher, ema_decay
+from must_engine.training.label_free import RunScorer, starting_classifiers
 from must_engine.training.learning_check import NoConfidentLabelsWatch
 from must_engine.training.losses import (
     FairnessLoss,
@@ -160,15 +161,12 @@ def _prepare_run(job: TrainJob, run_dir: str | Path, *, on_event: EventSink | No
     student = MustModel(clip.model.visual, weights, clip.logit_scale)
     arch = architecture_of(clip.model_cfg, clip.quick_gelu, len(names), clip.logit_scale)
     del clip.model  # the text tower is not needed any more
-    start_classifier = None
-    if settings.prototype_init == "text+target":
-        _emit(on_event, Status("Estimating class prototypes from the images"))
-        start_classifier = _estimate_prototypes(student, images, scan.files, clip.preprocess,
-                                                dev, settings)
+    _emit(on_event, Status("Scoring the zero-shot and refined zero-shot classifiers"))
+    start = starting_classifiers(student, images, scan.files, clip.preprocess, settings, dev,
+                                 source=_image_source(settings, clip.preprocess))
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    extra = {"start_classifier": start_classifier} if start_classifier is not None else {}
-    save_model_weights(run_dir / ZERO_SHOT_FILE, student, extra=extra,
+    save_model_weights(run_dir / ZERO_SHOT_FILE, student, extra=start.extra,
                        metadata={"role": "zero-shot"})
     write_json(run_dir / IMAGES_FILE, scan.files)
     job_for_file = TrainJob(images.resolve(), names, job.model, templates,
@@ -178,22 +176,17 @@ def _prepare_run(job: TrainJob, run_dir: str | Path, *, on_event: EventSink | No
                         identity=clip.identity, num_images=len(scan.files),
                         skipped=[{"path": s.path, "reason": s.reason} for s in scan.skipped])
     spe = steps_per_epoch(len(scan.files), settings.batch_size)
-    data.update(status="prepared", total_steps=spe * settings.epochs)
+    data.update(status="prepared", total_steps=spe * settings.epochs,
+                selection=start.selection.to_dict(), start_classifier=start.start)
     run = RunInfo(run_dir, data)
     run.save()
+    if settings.preset == "auto" and job.settings is None:
+        from must_engine.probe import choose_settings
+
+        _emit(on_event, Status("Probing settings on a subset of the images"))
+        choose_settings(run_dir, set(job.overrides), dev.type, on_event=on_event)
+        run = open_run(run_dir)
     return run
-
-
-@torch.no_grad()
-def _estimate_prototypes(model: MustModel, root: Path, files: list[str], pp, device,
-                         settings: MustSettings) -> torch.Tensor:
-    model = model.to(device).eval()
-    ds = EvalDataset([root / f for f in files], pp, source=_image_source(settings, pp))
-    loader = make_loader(ds, list(range(len(ds))), settings.batch_size, 0, drop_last=False)
-    batches = (b[0][b[2]].to(device) for b in loader)
-    protos = target_prototypes(model, batches)
-    model.to("cpu")
-    return protos.cpu()
 
 
 def _image_source(settings: MustSettings, pp):
@@ -305,6 +298,10 @@ class Trainer:
         self.unreadable: dict[str, str] = {
             r["path"]: r["reason"] for r in self.info.data.get("data", {}).get(
                 "skipped_in_training", [])}
+        self.scorer = RunScorer(self.info.path, self.files, self.root, pp, s,
+                                self.info.data.get("selection"), extra, self.device,
+                                self._autocast, source=self.dataset.source)
+        self.kept_events: list[Event] = []
         if (self.info.path / CHECKPOINT_FILE).is_file():
             self._load_checkpoint()
 
@@ -508,6 +505,10 @@ class Trainer:
             yield from (out(e) for e in self._process_count_note())
             yield out(RunStarted(str(self.info.path), s.epochs, self.steps_per_epoch, self.step,
                                  len(self.files), self.info.class_names, str(self.device)))
+            if self.step == 0:
+                for event in self.scorer.starting_events() + probe_events(self.info.data,
+                                                                          str(self.device)):
+                    yield out(event)
             pending: list[tuple[int, torch.Tensor]] = []
             window_start = time.perf_counter()
             step_seconds = None
@@ -567,12 +568,19 @@ class Trainer:
                 for warning in (*self.watch.update(summary, self.step),
                                 *self.learning_watch.update(summary, self.step)):
                     yield out(warning)
+                scored = self.scorer.score_teacher(self.teacher.module, epoch, self.step) \
+                    if self.is_main else []  # only the main process saves what is kept
+                for event in scored:
+                    yield out(event)
+                self.info.data["selection"] = self.scorer.selection.to_dict()
                 self._reset_epoch_stats()
                 self._save_pseudo_labels()
                 if self.step < self.total_steps:
                     path = self.save_checkpoint()
                     yield out(CheckpointSaved(str(path), self.step, epoch))
             model_path = self._finish()
+            for event in self.kept_events:
+                yield out(event)
             yield out(RunFinished(str(self.info.path), self.step, self.total_steps, False,
                                   time.perf_counter() - started, str(model_path)))
         except BaseException:
@@ -674,16 +682,22 @@ class Trainer:
                                                   "images": rows})
 
     def _finish(self) -> Path:
-        """Keep the EMA teacher as the adapted model (no labels to pick a 'best' epoch)."""
+        """Save the kept classifier (the best by the label-free measure, see selection.py)
+        as the adapted model."""
         path = self.info.path / MODEL_FILE
         if not self.is_main:
             return path
-        save_model_weights(path, self.teacher.module, metadata={"role": "adapted",
-                                                                "step": str(self.step)})
-        self.info.data.update(status="finished", step=self.step, total_steps=self.total_steps)
         self._record_unreadable()
+        model, self.kept_events = self.scorer.kept_model(self.teacher.module,
+                                                         self.info.architecture)
+        save_model_weights(path, model, metadata={"role": "adapted", "step": str(self.step),
+                                                  "kept": self.scorer.selection.best.label
+                                                  if self.scorer.selection.candidates else ""})
+        self.info.data.update(status="finished", step=self.step, total_steps=self.total_steps,
+                              selection=self.scorer.selection.to_dict())
         self.info.save()
         (self.info.path / CHECKPOINT_FILE).unlink(missing_ok=True)
+        self.scorer.cleanup()
         return path
 
 

@@ -29,14 +29,16 @@ from PySide6.QtWidgets import (
 
 from must_engine.settings import (
     ALIGN_CLS_GRADIENTS,
+    KEEP_MODES,
+    LABEL_FREE_RECIPE,
     PATCH_NORMS,
     PRECISIONS,
     PRESET_NAMES,
     PRESETS,
     PROTOTYPE_INITS,
+    PUBLISHED_BEHAVIOUR,
     STUDENT_VIEWS,
     MustSettings,
-    preset_for_folder,
 )
 
 PLAIN_FIELDS = ("epochs", "batch_size", "conf_threshold")
@@ -59,6 +61,7 @@ LABELS: dict[str, str] = {
     "strong_scale_min": "Strong crop, smallest scale", "prototype_init": "Classifier start",
     "precision": "Precision", "seed": "Random seed", "num_workers": "Loader workers (-1 = auto)",
     "log_every": "Report every N steps (0 = auto)",
+    "keep": "Classifier kept", "score_images": "Images scored each epoch",
 }
 
 HELP: dict[str, str] = {
@@ -69,13 +72,18 @@ HELP: dict[str, str] = {
     "ema_warm_it": "Scaled to this run's length unless you set it.",
     "mask_patch_size": "0 picks a block that fits the model's patch grid.",
     "randaugment": "A timm RandAugment string; empty turns it off.",
-    "prototype_init": "'text+target' mixes the text classifier with prototypes from the images.",
+    "prototype_init": "'refined' starts from the refined zero-shot classifier; 'auto' does where "
+                      "the label-free score rates it higher; 'text+target' mixes the text "
+                      "classifier with prototypes from the images.",
+    "keep": "'best' keeps the classifier with the best label-free score (zero-shot included); "
+            "'last' keeps the last teacher, as published.",
     "precision": "'auto' uses bf16/fp16 on CUDA and fp32 elsewhere.",
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "precision": PRECISIONS, "student_view": STUDENT_VIEWS, "prototype_init": PROTOTYPE_INITS,
     "patch_norm": PATCH_NORMS, "align_cls_gradient": ALIGN_CLS_GRADIENTS,
+    "keep": KEEP_MODES,
 }
 
 INT_RANGES: dict[str, tuple[int, int]] = {
@@ -95,18 +103,16 @@ UNIT_FLOATS: dict[str, tuple[float, float]] = {
 
 def base_settings(preset: str, num_images: int | None) -> MustSettings:
     """The values a preset gives before the model-dependent choices (shown in the form)."""
-    if preset == "auto":
-        row = preset_for_folder(num_images if num_images else 1000)
-    else:
-        row = PRESETS[preset]
     # The mask block is chosen from the model's patch grid unless set: show it as "auto".
-    return MustSettings(**{**row.values, "preset": preset, "mask_patch_size": 0})
+    if preset == "auto":
+        return MustSettings(**{**LABEL_FREE_RECIPE, "preset": preset, "mask_patch_size": 0})
+    return MustSettings(**{**PRESETS[preset].values, **PUBLISHED_BEHAVIOUR, "preset": preset,
+                           "mask_patch_size": 0})
 
 
 def preset_description(name: str, num_images: int | None) -> str:
     if name == "auto":
-        row = preset_for_folder(num_images if num_images else 1000)
-        return f"Automatic (like {row.description} for a folder this size)"
+        return "Automatic (label-free recipe; a short probe picks lr, layer decay, view, masking)"
     p = PRESETS[name]
     return f"{p.description}"
 

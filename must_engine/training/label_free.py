@@ -1,0 +1,206 @@
+"""The label-free side of a run: the starting classifiers (zero-shot and refined zero-shot),
+their scores, the teacher's score at each epoch's end, and the classifier the run keeps.
+
+``starting_classifiers`` runs once when a run is prepared; ``RunScorer`` lives in the
+trainer and is called at each epoch's end and when the run finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from must_engine.classifier_init import refine_prototypes, target_prototypes
+from must_engine.events import ClassifierKept, ClassifierScored, RunWarning
+from must_engine.features import embed_files, image_subset
+from must_engine.models.must_model import MustModel, must_model_from_config
+from must_engine.quality import classifier_signals, quality_score
+from must_engine.selection import REFINED, TEACHER, ZERO_SHOT, KeepBest, ScoredCandidate
+from must_engine.settings import MustSettings
+from must_engine.weights import load_model_weights, save_model_weights
+
+BEST_FILE = "best_teacher.safetensors"
+# Soft k-means needs no more than this many images to place the prototypes.
+REFINE_IMAGES = 5000
+
+
+@dataclass
+class StartingClassifiers:
+    """What ``prepare_run`` saves beside the zero-shot model and in ``run.json``."""
+
+    extra: dict[str, torch.Tensor]  # tensors stored in zero_shot.safetensors
+    selection: KeepBest
+    start: str  # which classifier training starts from: "text", "text+target" or "refined"
+
+
+def score_candidate(kind: str, features: torch.Tensor, classifier: torch.Tensor,
+                    logit_scale: float, reference: torch.Tensor, *, epoch: int = -1,
+                    step: int = 0) -> ScoredCandidate:
+    signals = classifier_signals(features, classifier, logit_scale, reference)
+    return ScoredCandidate(kind, round(quality_score(signals), 6), signals.to_dict(), epoch,
+                           step)
+
+
+@torch.no_grad()
+def starting_classifiers(model: MustModel, root: Path, files: list[str], pp,
+                         settings: MustSettings, device, source=None) -> StartingClassifiers:
+    """Embed (a sample of) the images once with the zero-shot model, refine the prototypes
+    on them, score zero-shot and refined zero-shot, and pick the starting classifier."""
+    model = model.to(device).eval()
+    refine_idx = image_subset(len(files), REFINE_IMAGES, settings.seed)
+    score_idx = image_subset(len(files), settings.score_images, settings.seed)
+    feats, decoded = embed_files(model, [root / files[i] for i in refine_idx], pp,
+                                 device=device, batch_size=settings.batch_size, source=source)
+    feats = feats.cpu()
+    if len(feats) == 0:
+        raise ValueError("None of the images could be decoded.")
+    # row of each decoded image in ``feats``; subsets nest, so every scored image was embedded
+    row = {i: r for r, i in enumerate(i for i, ok in zip(refine_idx, decoded.tolist(),
+                                                           strict=True) if ok)}
+    scored = [i for i in score_idx if i in row]
+    reference = feats[[row[i] for i in scored]]
+    text = model.classifier.detach().float().cpu()
+    scale = float(model.logit_scale)
+    refined = refine_prototypes(feats, text, scale)
+    selection = KeepBest(settings.keep)
+    zero = score_candidate(ZERO_SHOT, reference, text, scale, reference)
+    ref = score_candidate(REFINED, reference, refined, scale, reference)
+    selection.offer(zero)
+    selection.offer(ref)
+    extra = {"refined_classifier": refined, "score_reference": reference,
+             "score_indices": torch.tensor(scored, dtype=torch.long)}
+    start = settings.prototype_init
+    if start == "auto":
+        start = "refined" if ref.score > zero.score else "text"
+    if start == "refined":
+        extra["start_classifier"] = refined.clone()
+    elif start == "text+target":
+        extra["start_classifier"] = target_prototypes_from_features(feats, text, scale)
+    model.to("cpu")
+    return StartingClassifiers(extra, selection, start)
+
+
+def target_prototypes_from_features(feats: torch.Tensor, text: torch.Tensor,
+                                    scale: float) -> torch.Tensor:
+    """The half-and-half text + image prototypes of ``classifier_init.target_prototypes``,
+    from features already computed."""
+    probe = _FeatureModel(text, scale)
+    return target_prototypes(probe, [feats])
+
+
+class _FeatureModel:
+    """Duck-types the two things ``target_prototypes`` reads from a model, for features
+    that are already embedded."""
+
+    def __init__(self, classifier: torch.Tensor, logit_scale: float):
+        self.classifier = classifier
+        self.logit_scale = logit_scale
+
+    def embed(self, feats: torch.Tensor) -> torch.Tensor:
+        return feats
+
+
+class RunScorer:
+    """Scores the EMA teacher at each epoch's end, keeps the best-scored classifier's
+    weights on disk and builds the model the run hands back."""
+
+    def __init__(self, run_dir: Path, files: list[str], root: Path, pp, settings: MustSettings,
+                 selection: dict | None, extra: dict[str, torch.Tensor], device, autocast,
+                 source=None):
+        self.run_dir = Path(run_dir)
+        self.pp = pp
+        self.settings = settings
+        self.device = device
+        self.autocast = autocast
+        self.source = source
+        self.extra = extra
+        self.selection = KeepBest.from_dict(selection) if selection else KeepBest(settings.keep)
+        self.selection.mode = settings.keep
+        indices = extra.get("score_indices")
+        idx = indices.tolist() if indices is not None else image_subset(
+            len(files), settings.score_images, settings.seed)
+        self.paths = [root / files[i] for i in idx]
+        self.reference = extra.get("score_reference")
+
+    @property
+    def active(self) -> bool:
+        return self.reference is not None and len(self.paths) > 0
+
+    def _scored_event(self, cand: ScoredCandidate,
+                      best: ScoredCandidate | None = None) -> ClassifierScored:
+        best = best or self.selection.best
+        zero = self.selection.zero_shot
+        return ClassifierScored(kind=cand.kind, label=cand.label, epoch=cand.epoch,
+                                step=cand.step, score=cand.score, signals=cand.signals,
+                                kept=best.label, kept_score=best.score,
+                                zero_shot_score=zero.score if zero else cand.score)
+
+    def starting_events(self) -> list[ClassifierScored]:
+        """The scores of the starting classifiers, for the run's event log (each with the
+        classifier kept at that point)."""
+        replay = KeepBest(self.selection.mode)
+        out = []
+        for c in self.selection.candidates:
+            if c.kind != TEACHER:
+                replay.offer(c)
+                out.append(self._scored_event(c, replay.best))
+        return out
+
+    def score_teacher(self, teacher: MustModel, epoch: int, step: int) -> list:
+        """Score the teacher; save its weights when it becomes the kept one. Returns the
+        events to report."""
+        if not self.active:
+            return []
+        feats, decoded = embed_files(teacher, self.paths, self.pp, device=self.device,
+                                     batch_size=self.settings.batch_size,
+                                     autocast=self.autocast, source=self.source)
+        # an image that stopped decoding since the run was prepared drops out of both sides
+        reference = self.reference[decoded]
+        cand = score_candidate(TEACHER, feats.cpu(), teacher.classifier,
+                               float(teacher.logit_scale), reference, epoch=epoch, step=step)
+        kept = self.selection.offer(cand)
+        if kept:
+            save_model_weights(self.run_dir / BEST_FILE, teacher,
+                               metadata={"role": "best-teacher", "epoch": str(epoch)})
+        return [self._scored_event(cand)]
+
+    def kept_model(self, teacher: MustModel, architecture: dict) -> tuple[MustModel, list]:
+        """The model to save as the run's result, and the events that explain it."""
+        if not self.selection.candidates:
+            return teacher, []
+        best = self.selection.best
+        if best.kind == TEACHER:
+            last = max((c for c in self.selection.candidates if c.kind == TEACHER),
+                       key=lambda c: c.step)
+            model = teacher
+            if best is not last and (self.run_dir / BEST_FILE).is_file():
+                model = must_model_from_config(architecture)
+                load_model_weights(self.run_dir / BEST_FILE, model)
+        else:
+            from must_engine.runs import ZERO_SHOT_FILE
+
+            model = must_model_from_config(architecture)
+            extra = load_model_weights(self.run_dir / ZERO_SHOT_FILE, model)
+            if best.kind == REFINED:
+                with torch.no_grad():
+                    model.classifier.copy_(extra["refined_classifier"])
+        zero = self.selection.zero_shot
+        events: list = [ClassifierKept(kind=best.kind, label=best.label, epoch=best.epoch,
+                                       score=best.score,
+                                       zero_shot_score=zero.score if zero else best.score,
+                                       reason=self.selection.reason())]
+        warning = self.selection.verdict()
+        if warning is not None:
+            events.append(RunWarning(
+                "below_zero_shot", warning,
+                "Check a few predictions by eye; try the refined zero-shot start "
+                "(--prototype-init refined), a shorter run or a lower --base-lr.",
+                step=best.step))
+        return model, events
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.run_dir / BEST_FILE).unlink(missing_ok=True)
