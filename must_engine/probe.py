@@ -31,6 +31,9 @@ PROBE_DIR = "probe"
 TIME_BUDGET = {"cpu": 10 * 60, "other": 60 * 60}
 MAX_AUTO_EPOCHS = 10
 MIN_AUTO_EPOCHS = 2
+# The probe may cost at most this share of the run's own training steps.
+PROBE_SHARE = 0.5
+MAX_PROBE_EPOCHS = 2
 
 
 @dataclass(frozen=True)
@@ -179,18 +182,28 @@ def _warm_share(base: MustSettings, data: dict) -> float:
 
 
 def choose_settings(run_dir: Path, user_set: set[str], device_type: str, *,
-                    on_event: Callable[[Event], None] | None = None) -> ProbeReport:
+                    on_event: Callable[[Event], None] | None = None) -> ProbeReport | None:
     """Probe, pick the best-scored candidate, size the schedule to the device and write the
-    chosen settings, the probe's scores and the expected time into ``run.json``."""
+    chosen settings, the probe's scores and the expected time into ``run.json``. None (and
+    nothing changed) for a run too short to be worth probing."""
     from must_engine.runs import open_run
 
     run = open_run(run_dir)
     base = run.settings
     candidates = probe_candidates(base, user_set)
-    # with nothing to vary, one short recipe run still measures the device's speed
-    timing_only = not candidates
+    subset = _subset_size(run)
+    probe_epochs = _probe_epochs(run.total_steps, len(candidates),
+                                 steps_per_epoch(subset, min(base.batch_size, subset)))
+    # with nothing to vary (or no time to), one short recipe run still measures the speed,
+    # unless that would cost half the run itself: a run that short needs no estimate
+    timing_only = not candidates or probe_epochs == 0
+    if timing_only:
+        subset_steps = steps_per_epoch(subset, min(base.batch_size, subset))
+        if subset_steps > run.total_steps * PROBE_SHARE:
+            return None
+        candidates, probe_epochs = [], 1
     outcomes = run_probe(run.path, candidates or [ProbeCandidate("recipe", {})],
-                         probe_epochs=1 if timing_only else 2, on_event=on_event)
+                         probe_epochs=probe_epochs, on_event=on_event)
     best = outcomes[0]
     for o in outcomes[1:]:
         if o.score > best.score:  # ties keep the earlier (the recipe first)
@@ -198,7 +211,6 @@ def choose_settings(run_dir: Path, user_set: set[str], device_type: str, *,
     settings = replace(base, **best.overrides)
     n = len(run.image_files())
     per_step = best.seconds_per_step
-    probe_epochs = 1 if timing_only else 2
     score_seconds = max(0.0, best.seconds - best.steps * per_step) / probe_epochs
     if "epochs" not in user_set:
         settings = replace(settings, epochs=size_schedule(per_step, n, settings, device_type,
@@ -211,11 +223,20 @@ def choose_settings(run_dir: Path, user_set: set[str], device_type: str, *,
     settings.validate()
     expected = total * per_step + settings.epochs * score_seconds
     report = ProbeReport([] if timing_only else outcomes, best.name if not timing_only else "",
-                         dict(best.overrides), _subset_size(run), settings.epochs, per_step, expected,
+                         dict(best.overrides), subset, settings.epochs, per_step, expected,
                          sorted({k for c in candidates for k in c.overrides}))
     run.data.update(settings=settings.to_dict(), total_steps=total, probe=report.to_dict())
     run.save()
     return report
+
+
+def _probe_epochs(run_steps: int, candidates: int, subset_steps: int) -> int:
+    """Epochs over the scored subset each candidate trains for: up to MAX_PROBE_EPOCHS, and
+    all candidates together at most PROBE_SHARE of the run's own steps (0: no probe)."""
+    if candidates == 0:
+        return 0
+    budget = int(run_steps * PROBE_SHARE) // candidates
+    return min(MAX_PROBE_EPOCHS, budget // max(1, subset_steps))
 
 
 def _subset_size(run) -> int:

@@ -59,10 +59,10 @@ class ScoreWeights:
 
     confidence: float = 0.0
     certainty: float = 0.0
-    nuclear: float = 1.0
+    nuclear: float = 0.0
     balance: float = 1.0
     cot: float = 1.0
-    prototype_agreement: float = 1.0
+    prototype_agreement: float = 0.0
     reference_agreement: float = 0.0
     separation: float = 0.0
 

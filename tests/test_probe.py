@@ -50,6 +50,13 @@ def test_schedule_fits_the_device_budget():
     assert probe.size_schedule(2.0, 3000, s, "cuda") == probe.MAX_AUTO_EPOCHS
 
 
+def test_the_probe_costs_at_most_half_the_run():
+    assert probe._probe_epochs(1000, 5, 16) == probe.MAX_PROBE_EPOCHS
+    assert probe._probe_epochs(40, 5, 4) == 1  # 5 candidates x 4 steps <= 20
+    assert probe._probe_epochs(39, 5, 4) == 0
+    assert probe._probe_epochs(1000, 0, 16) == 0
+
+
 def test_auto_trains_with_the_best_scored_candidate_and_saves_the_probe(
         tmp_path, image_folder, class_names, tiny_model_dir, monkeypatch, capsys):
     fake_scores(monkeypatch)
@@ -77,16 +84,26 @@ def test_auto_trains_with_the_best_scored_candidate_and_saves_the_probe(
     # the command line shows the probe and the expected time before training
     code = main(["train", str(image_folder), "--classes", ",".join(class_names),
                  "--model", str(tiny_model_dir), "--batch-size", "6", "--base-lr", "0.001",
-                 "--epochs", "1", "--out", str(tmp_path / "cli")])
+                 "--epochs", "10", "--out", str(tmp_path / "cli")])
     err = capsys.readouterr().err
     assert code == 0
     assert "Probe on 24 images (label-free score): recipe 0.500, layer decay 0.65 0.610" in err
     assert "Training with: layer decay 0.65 (layer_decay=0.65)" in err
     assert "lr / 10" not in err  # the user set the learning rate
     assert "Expected training time: about" in err
-    assert err.index("Expected training time") < err.index("epoch 1/1")
+    assert err.index("Expected training time") < err.index("epoch 1/10")
     cli = json.loads((tmp_path / "cli" / "run.json").read_text())
-    assert cli["settings"]["epochs"] == 1 and cli["settings"]["base_lr"] == 0.001
+    assert cli["settings"]["epochs"] == 10 and cli["settings"]["base_lr"] == 0.001
+
+
+def test_a_run_too_short_to_probe_trains_as_asked(tmp_path, image_folder, class_names,
+                                                  tiny_model_dir):
+    job = TrainJob(image_folder, class_names, ModelSpec.parse(str(tiny_model_dir)),
+                   templates=["a photo of a {}."], overrides={"batch_size": 6, "epochs": 1})
+    events = list(train(job, tmp_path / "run"))
+    assert not any(isinstance(e, SettingsProbed | TimeEstimate) for e in events)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert "probe" not in info and info["settings"]["epochs"] == 1
 
 
 def test_a_published_preset_does_not_probe(tmp_path, image_folder, class_names,

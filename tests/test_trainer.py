@@ -25,7 +25,9 @@ from must_engine.weights import read_weights
 
 
 def make_job(image_folder, class_names, model_dir, **extra):
-    overrides = {"epochs": 2, "batch_size": 6, "seed": 3, "mask_ratio": 0.25, **extra}
+    # the published method (auto would probe settings first and change them)
+    overrides = {"epochs": 2, "batch_size": 6, "seed": 3, "mask_ratio": 0.25, "preset": "pets",
+                 **extra}
     return TrainJob(image_folder, class_names, ModelSpec.parse(str(model_dir)),
                     templates=["a photo of a {}.", "a drawing of a {}."], overrides=overrides)
 

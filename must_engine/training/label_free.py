@@ -25,6 +25,8 @@ from must_engine.weights import load_model_weights, save_model_weights
 BEST_FILE = "best_teacher.safetensors"
 # Soft k-means needs no more than this many images to place the prototypes.
 REFINE_IMAGES = 5000
+# Text prototype shares tried by the refinement; the best-scored one is used.
+REFINE_ANCHORS = (0.5, 0.3, 0.1)
 
 
 @dataclass
@@ -34,6 +36,7 @@ class StartingClassifiers:
     extra: dict[str, torch.Tensor]  # tensors stored in zero_shot.safetensors
     selection: KeepBest
     start: str  # which classifier training starts from: "text", "text+target" or "refined"
+    refined_anchor: float  # the text prototype's share the refinement used
 
 
 def score_candidate(kind: str, features: torch.Tensor, classifier: torch.Tensor,
@@ -64,10 +67,15 @@ def starting_classifiers(model: MustModel, root: Path, files: list[str], pp,
     reference = feats[[row[i] for i in scored]]
     text = model.classifier.detach().float().cpu()
     scale = float(model.logit_scale)
-    refined = refine_prototypes(feats, text, scale)
+    # The text prototype's pull is itself chosen by the label-free score.
+    refined, ref, anchor = None, None, None
+    for a in REFINE_ANCHORS:
+        protos = refine_prototypes(feats, text, scale, anchor=a)
+        cand = score_candidate(REFINED, reference, protos, scale, reference)
+        if ref is None or cand.score > ref.score:
+            refined, ref, anchor = protos, cand, a
     selection = KeepBest(settings.keep)
     zero = score_candidate(ZERO_SHOT, reference, text, scale, reference)
-    ref = score_candidate(REFINED, reference, refined, scale, reference)
     selection.offer(zero)
     selection.offer(ref)
     extra = {"refined_classifier": refined, "score_reference": reference,
@@ -80,7 +88,7 @@ def starting_classifiers(model: MustModel, root: Path, files: list[str], pp,
     elif start == "text+target":
         extra["start_classifier"] = target_prototypes_from_features(feats, text, scale)
     model.to("cpu")
-    return StartingClassifiers(extra, selection, start)
+    return StartingClassifiers(extra, selection, start, anchor)
 
 
 def target_prototypes_from_features(feats: torch.Tensor, text: torch.Tensor,

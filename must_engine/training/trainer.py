@@ -177,7 +177,8 @@ def _prepare_run(job: TrainJob, run_dir: str | Path, *, on_event: EventSink | No
                         skipped=[{"path": s.path, "reason": s.reason} for s in scan.skipped])
     spe = steps_per_epoch(len(scan.files), settings.batch_size)
     data.update(status="prepared", total_steps=spe * settings.epochs,
-                selection=start.selection.to_dict(), start_classifier=start.start)
+                selection=start.selection.to_dict(), start_classifier=start.start,
+                refined_anchor=start.refined_anchor)
     run = RunInfo(run_dir, data)
     run.save()
     if settings.preset == "auto" and job.settings is None:
