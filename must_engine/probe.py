@@ -33,6 +33,7 @@ MAX_AUTO_EPOCHS = 10
 MIN_AUTO_EPOCHS = 2
 # The probe may cost at most this share of the run's own training steps.
 PROBE_SHARE = 0.5
+PROBE_MARGIN = 0.01
 MAX_PROBE_EPOCHS = 2
 
 
@@ -204,9 +205,11 @@ def choose_settings(run_dir: Path, user_set: set[str], device_type: str, *,
         candidates, probe_epochs = [], 1
     outcomes = run_probe(run.path, candidates or [ProbeCandidate("recipe", {})],
                          probe_epochs=probe_epochs, on_event=on_event)
+    # A candidate must beat the recipe by more than the score's noise (candidates after one
+    # short epoch were measured within 0.01 of each other) to replace it.
     best = outcomes[0]
     for o in outcomes[1:]:
-        if o.score > best.score:  # ties keep the earlier (the recipe first)
+        if o.score > max(best.score, outcomes[0].score + PROBE_MARGIN):
             best = o
     settings = replace(base, **best.overrides)
     n = len(run.image_files())
