@@ -67,6 +67,10 @@ def test_signals_rate_the_true_classifier_above_a_collapsed_one():
     assert good.nuclear > collapsed.nuclear
     assert good.cot > collapsed.cot
     assert quality_score(good) > quality_score(collapsed)
+    # balance counts the predicted classes, not the mean probability: near-uniform
+    # probabilities that all lean to class 0 are still one predicted class
+    unsure = classifier_signals(feats, piled, 0.5)
+    assert unsure.certainty < 0.2 and unsure.balance < 0.5
     for value in good.to_dict().values():
         assert 0.0 <= value <= 1.0 + 1e-6
 
