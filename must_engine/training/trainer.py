@@ -299,7 +299,8 @@ class Trainer:
         self.unreadable: dict[str, str] = {
             r["path"]: r["reason"] for r in self.info.data.get("data", {}).get(
                 "skipped_in_training", [])}
-        self.scorer = RunScorer(self.info.path, self.files, self.root, pp, s,
+        # scored images are indices into the run's full image list (before any exclusions)
+        self.scorer = RunScorer(self.info.path, self.info.image_files(), self.root, pp, s,
                                 self.info.data.get("selection"), extra, self.device,
                                 self._autocast, source=self.dataset.source)
         self.kept_events: list[Event] = []
