@@ -397,7 +397,13 @@ def _launch_torchrun(args, out: Path) -> int:
         kept += ["--out", str(out)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={args.nproc}", "-m", "must_engine", *kept]
-    code = subprocess.call(cmd)
+    # Ctrl-C reaches torchrun and its processes, which stop with a checkpoint; this process
+    # only waits for them (subprocess.call would kill torchrun on KeyboardInterrupt).
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        code = subprocess.Popen(cmd).wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return code if code in (0, EXIT_USAGE) else EXIT_FAILED
 
 
