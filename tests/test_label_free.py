@@ -190,6 +190,12 @@ def test_a_run_keeps_and_exports_its_best_scored_teacher(tmp_path, image_folder,
     assert not (tmp_path / "run" / label_free.BEST_FILE).exists()
     zero, _ = read_weights(tmp_path / "run" / "zero_shot.safetensors")
     assert not torch.equal(kept_weights["classifier"], zero["classifier"])
+    # the same run keeping the last teacher hands back different weights
+    rate_teachers(monkeypatch, [0.7, 0.6, 0.55])
+    list(train(make_job(image_folder, class_names, tiny_model_dir, epochs=3, keep="last"),
+               tmp_path / "last"))
+    last, _ = read_weights(tmp_path / "last" / "model.safetensors")
+    assert not torch.equal(kept_weights["classifier"], last["classifier"])
 
 
 def test_a_run_rated_below_zero_shot_says_so(tmp_path, image_folder, class_names,
