@@ -233,6 +233,13 @@ class TrainingPlots(QWidget):
         self._title_hist(None)
         self.hist_bars.setOpts(x0=[], x1=[], y0=[], y1=[])
         self.set_threshold(threshold)
+        # Back to empty axes: with no data, auto-range keeps whatever the last run showed.
+        for plot in (self.loss_plot, self.lr_plot):
+            plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+            plot.enableAutoRange()
+        self.confidence_plot.setXRange(0, 1, padding=0)
+        self.confidence_plot.enableAutoRange(axis="x")
+        self.hist_plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.02)
         self._dirty = True
 
     # Every title has two lines (name, then a key) so the plots in a row line up.

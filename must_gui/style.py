@@ -42,8 +42,10 @@ QPushButton#primary { background: #2e6fdb; color: white; border: 1px solid #2559
                       font-weight: 600; }
 QPushButton#primary:hover { background: #2559b3; }
 QPushButton#primary:disabled { background: #a9c1ee; border-color: #a9c1ee; }
-QToolButton#collapsibleHeader { border: none; font-weight: 600; color: #344054;
-                                padding: 4px 0; text-align: left; }
+QToolButton#collapsibleHeader { border: 1px solid transparent; border-radius: 4px;
+                                font-weight: 600; color: #344054; padding: 4px 2px;
+                                text-align: left; }
+QToolButton#collapsibleHeader:focus { border: 1px solid #2e6fdb; background: #eef3fc; }
 QProgressBar { border: 1px solid #dde2ea; border-radius: 5px; background: white;
                text-align: center; min-height: 18px; }
 QProgressBar::chunk { background: #7aa6ee; border-radius: 4px; }

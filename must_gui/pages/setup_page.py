@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QBoxLayout,
@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from must_engine.classes import MAX_CLASS_NAME_CHARS
 from must_engine.events import DownloadProgress, PredictionProgress, Status
 from must_engine.project import Project
 from must_gui.plots import ClassCountsChart
@@ -121,6 +122,20 @@ def preview_task(project: Project, run_dir: Path):
     return run
 
 
+def subfolder_class_names(files: list[str]) -> list[str]:
+    """When every image lies in a first-level subfolder and there are at least two of them,
+    their names as class names ("golden_retriever" -> "golden retriever"); else []."""
+    folders: dict[str, None] = {}
+    for f in files:
+        head, sep, _rest = f.partition("/")
+        if not sep:
+            return []  # images at the top level: not one subfolder per class
+        folders.setdefault(head, None)
+    names = [" ".join(n.replace("_", " ").replace("-", " ").split()) for n in sorted(folders)]
+    names = [n for n in names if n]
+    return names if len(names) >= 2 and len(set(names)) == len(names) else []
+
+
 def _group(title: str) -> tuple[QGroupBox, QVBoxLayout]:
     box = QGroupBox(title)
     layout = QVBoxLayout(box)
@@ -153,6 +168,7 @@ class SetupPage(QWidget):
         self._preview_worker: Worker | None = None
         self._thumb_worker: Worker | None = None
         self._prepared: tuple[Path, str] | None = None  # (run folder, fingerprint)
+        self._subfolder_names: list[str] = []  # offered as class names after a scan
         self._training_active = False
         self._build()
 
@@ -182,6 +198,9 @@ class SetupPage(QWidget):
         images.addWidget(self.scan_bar)
         self.scan_label = QLabel("No folder chosen yet.")
         self.scan_label.setObjectName("hint")
+        # Wrapped: a long message (a missing folder's path) widened the column and pushed
+        # the Model and Training cards out of the window.
+        self.scan_label.setWordWrap(True)
         images.addWidget(self.scan_label)
         self.skipped_list = QTreeWidget()
         self.skipped_list.setHeaderLabels(["File", "Why it was skipped"])
@@ -194,14 +213,22 @@ class SetupPage(QWidget):
 
         # Classes
         classes_box, classes = _group("2  Classes")
-        hint = QLabel("What can the photos show? One class name a line; plain words work "
-                      "best (\"golden retriever\", not \"dog_03\").")
+        hint = QLabel("What can the photos show? One class name a line, at most "
+                      f"{MAX_CLASS_NAME_CHARS} characters; plain words work best "
+                      "(\"golden retriever\", not \"dog_03\").")
         hint.setObjectName("hint")
         hint.setWordWrap(True)
         classes.addWidget(hint)
         self.class_editor = ClassNamesEditor()
         self.class_editor.namesChanged.connect(self._names_changed)
         classes.addWidget(self.class_editor)
+        self.subfolder_button = QPushButton()
+        self.subfolder_button.setObjectName("subfolderNames")
+        self.subfolder_button.setToolTip("The folder has one subfolder per class: use their "
+                                         "names as the class names")
+        self.subfolder_button.clicked.connect(self.use_subfolder_names)
+        self.subfolder_button.hide()
+        classes.addWidget(self.subfolder_button, 0, Qt.AlignmentFlag.AlignLeft)
         prompt_row = QHBoxLayout()
         prompt_label = QLabel("Pro&mpts:")
         self.template_combo = QComboBox()
@@ -215,6 +242,7 @@ class SetupPage(QWidget):
 
         # Model and device
         model_box, model = _group("3  Model and device")
+        self.model_box = model_box
         self.model_picker = ModelPicker()
         self.model_picker.modelChanged.connect(self._model_changed)
         model.addWidget(self.model_picker)
@@ -229,6 +257,7 @@ class SetupPage(QWidget):
 
         # Training settings
         settings_box, settings = _group("4  Training")
+        self.settings_box = settings_box
         self.plain_form = SettingsForm([("", list(PLAIN_FIELDS))])
         self.plain_form.changed.connect(self._settings_changed)
         settings.addWidget(self.plain_form)
@@ -429,6 +458,7 @@ class SetupPage(QWidget):
         self.num_images = None
         self.scan = None
         self.skipped_section.hide()
+        self.subfolder_button.hide()
         self.scan_bar.setRange(0, 0)
         self.scan_bar.show()
         self.scan_label.setText(f"Looking for images in {folder}…")
@@ -466,9 +496,27 @@ class SetupPage(QWidget):
             QTreeWidgetItem(self.skipped_list, [s.path, s.reason])
         self.skipped_section.set_title(f"Skipped files ({skipped})")
         self.skipped_section.setVisible(bool(skipped))
+        self._offer_subfolder_names()
         self._refresh_settings()
         self._update_readiness()
         self.folderScanned.emit(self.num_images)
+
+    def _offer_subfolder_names(self) -> None:
+        names = subfolder_class_names(list(self.scan.files)) if self.scan is not None else []
+        self._subfolder_names = names
+        if names and names != self.class_editor.names():
+            shown = ", ".join(n if len(n) <= 18 else n[:17] + "…" for n in names[:4])
+            shown += f" and {len(names) - 4} more" if len(names) > 4 else ""
+            self.subfolder_button.setText(f"Use the subfolder names: {shown}")
+            self.subfolder_button.show()
+        else:
+            self.subfolder_button.hide()
+
+    def use_subfolder_names(self) -> None:
+        names = self._subfolder_names
+        if names:
+            self.class_editor.set_names(names)
+            self.subfolder_button.hide()
 
     def _scan_failed(self, worker: Worker, message: str) -> None:
         if worker is not self._scan_worker:
@@ -566,6 +614,10 @@ class SetupPage(QWidget):
         if self.class_editor.has_duplicates():
             a, b = self.class_editor.report().duplicates[0]
             return f"“{b}” is listed twice; remove one."
+        too_long = self.class_editor.too_long()
+        if too_long:
+            return (f"A class name has {len(too_long[0])} characters; shorten it to at most "
+                    f"{MAX_CLASS_NAME_CHARS}.")
         if not p.model:
             return "Choose a model."
         return ""
@@ -708,7 +760,13 @@ class SetupPage(QWidget):
         self._load_thumbnails(items)
         self.status_label.setObjectName("ready")
         self.status_label.setText("Preview ready. Happy with the classes? Start the adaptation.")
-        self.scroll.ensureWidgetVisible(self.preview_box)
+        # After the layout has made room for the box (scrolling at once used the old
+        # geometry, and with Advanced settings open the preview stayed below the fold).
+        QTimer.singleShot(0, self, self.scroll_to_preview)
+
+    def scroll_to_preview(self) -> None:
+        top = self.preview_box.mapTo(self.scroll.widget(), QPoint(0, 0)).y()
+        self.scroll.verticalScrollBar().setValue(max(0, top - 12))
 
     def _load_thumbnails(self, items) -> None:
         if self._thumb_worker is not None:

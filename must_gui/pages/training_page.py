@@ -38,6 +38,7 @@ from must_engine.events import (
 from must_engine.project import Project, predictions_cache
 from must_gui.pages.setup_page import StartRequest
 from must_gui.plots import TrainingPlots
+from must_gui.run_history import read_warnings
 from must_gui.trust.run_warnings import RunWarningsLabel
 from must_gui.widgets.download_bar import DownloadBar
 from must_gui.widgets.run_picker import RunPicker, describe_run
@@ -62,17 +63,54 @@ def train_task(request: StartRequest, control):
     return run
 
 
-def predict_task(run_dir: Path, device: str):
+def predict_task(run_dir: Path, device: str, control):
+    """Classify the run's folder; ``control`` (a TrainControl) pauses it between batches."""
+
     def run(context: TaskContext):
         from must_engine.predict import predict_run
 
+        def should_stop() -> bool:
+            control.wait_until_resumed()  # Pause holds here, between two batches
+            return control.stop_requested or context.should_stop()
+
         context.emit(Status("Classifying every image with the adapted model"))
         predictions = predict_run(run_dir, device=device, on_event=context.emit,
-                                  should_stop=context.should_stop)
+                                  should_stop=should_stop)
         predictions.save_npz(predictions_cache(run_dir))
         return predictions
 
     return run
+
+
+class RateClock:
+    """Time left for a count that grows (images classified): the rate is measured from the
+    first report on, so the start-up before it (loading the models) does not count."""
+
+    def __init__(self) -> None:
+        self._first: tuple[float, int] | None = None
+        self._paused_at: float | None = None
+        self._paused_for = 0.0
+
+    def pause(self, now: float) -> None:
+        if self._paused_at is None:
+            self._paused_at = now
+
+    def resume(self, now: float) -> None:
+        if self._paused_at is not None:
+            self._paused_for += now - self._paused_at
+            self._paused_at = None
+
+    def update(self, done: int, total: int, now: float) -> tuple[float, float] | None:
+        """(items a second, seconds left), or None until a rate can be measured."""
+        if self._first is None:
+            self._first = (now, done)
+            return None
+        t0, d0 = self._first
+        elapsed = now - t0 - self._paused_for
+        if done <= d0 or elapsed <= 0:
+            return None
+        rate = (done - d0) / elapsed
+        return rate, max(0, total - done) / rate
 
 
 def format_duration(seconds: float) -> str:
@@ -115,6 +153,8 @@ class TrainingPage(QWidget):
         self._predict_worker: Worker | None = None
         self._total_steps = 0
         self._epochs = 0
+        self._predict_control = None  # TrainControl of the classification after a run
+        self._predict_clock = RateClock()
         self.device = ""  # where the current or last run trains, as the engine reported it
         self._build()
         self._set_state(IDLE)
@@ -196,10 +236,11 @@ class TrainingPage(QWidget):
     # ---- state -----------------------------------------------------------------------------
     def _set_state(self, state: str) -> None:
         self.state = state
-        running = state in (PREPARING, TRAINING, PAUSED)
+        running = state in (PREPARING, TRAINING, PAUSED, PREDICTING)
         self.pause_button.setVisible(running)
-        self.pause_button.setEnabled(state in (TRAINING, PAUSED))
-        self.pause_button.setText("&Resume" if state == PAUSED else "&Pause")
+        self.pause_button.setEnabled(state in (TRAINING, PAUSED, PREDICTING))
+        paused = state == PAUSED or (state == PREDICTING and self.predict_paused())
+        self.pause_button.setText("&Resume" if paused else "&Pause")
         self.stop_button.setVisible(running or state == STOPPING)
         self.stop_button.setEnabled(running)
         can_resume = (state == IDLE and self.run_dir is not None
@@ -238,6 +279,7 @@ class TrainingPage(QWidget):
         self.warnings.clear_warnings()
         if request.resume:
             self.plots.load_history(self.run_dir)
+            self._show_logged_warnings()
         self._describe(request.project)
         self.progress.setRange(0, 0)  # busy until the run says how long it is
         self.progress.setFormat("Preparing…")
@@ -311,6 +353,8 @@ class TrainingPage(QWidget):
         self.control = TrainControl()
         self.plots.reset(project.class_names)
         steps = self.plots.load_history(self.run_dir)
+        self.warnings.clear_warnings()
+        self._show_logged_warnings()
         self._describe(project)
         finished = (self.run_dir / "model.safetensors").is_file()
         if finished:
@@ -329,6 +373,12 @@ class TrainingPage(QWidget):
         self.progress.setFormat("Finished" if finished else "")
         self._set_state(IDLE)
 
+    def _show_logged_warnings(self) -> None:
+        """An earlier run's warnings, from its log (a reopened or resumed run)."""
+        if self.run_dir is not None:
+            for warning in read_warnings(self.run_dir):
+                self.warnings.add(warning)
+
     def resume_run(self) -> None:
         if self.request is None or self.run_dir is None or self.is_busy():
             return
@@ -336,10 +386,34 @@ class TrainingPage(QWidget):
 
     # ---- control ---------------------------------------------------------------------------
     def toggle_pause(self) -> None:
-        if self.state == PAUSED:
+        if self.state == PREDICTING:
+            self._toggle_predict_pause()
+        elif self.state == PAUSED:
             self.resume()
         else:
             self.pause()
+
+    def predict_paused(self) -> bool:
+        control = self._predict_control
+        return control is not None and control.pause_requested
+
+    def _toggle_predict_pause(self) -> None:
+        import time
+
+        control = self._predict_control
+        if control is None:
+            return
+        if control.pause_requested:
+            control.resume()
+            self._predict_clock.resume(time.monotonic())
+            self.status.setText("Classifying every image with the adapted model")
+        else:
+            control.pause()
+            self._predict_clock.pause(time.monotonic())
+            self.status.setText("Paused after the current batch of images. Resume when you "
+                                "are ready; Stop keeps the adapted model.")
+            self.stats.setText(self.stats.text().split("  ·  about")[0])  # no time left now
+        self._set_state(PREDICTING)
 
     def pause(self) -> None:
         if self.control is not None and self.state == TRAINING:
@@ -357,7 +431,10 @@ class TrainingPage(QWidget):
         worker = self._train_worker
         if worker is None:
             if self._predict_worker is not None:
-                self._predict_worker.cancel()
+                self._predict_worker.cancel()  # also wakes a paused classification
+                self.status.setText("Stopping the classification after this batch…")
+                self.stop_button.setEnabled(False)
+                self.pause_button.setEnabled(False)
             return
         worker.cancel()  # stops the TrainControl; also ends model loading at its next event
         self.status.setText("Stopping after this step and saving a checkpoint…")
@@ -393,9 +470,7 @@ class TrainingPage(QWidget):
         elif isinstance(event, Status):
             self.status.setText(event.message)
         elif isinstance(event, PredictionProgress):
-            self.progress.setRange(0, max(1, event.total))
-            self.progress.setValue(event.done)
-            self.progress.setFormat(f"Classifying images: {event.done} of {event.total}")
+            self._show_prediction(event)
 
     def _run_started(self, event: RunStarted) -> None:
         self.download_bar.reset()
@@ -427,6 +502,22 @@ class TrainingPage(QWidget):
                            f"step {m.epoch_step + 1} of {m.steps_per_epoch}  ·  "
                            f"{m.images_per_second:.0f} images/s  ·  "
                            f"about {format_duration(m.eta_seconds)} left")
+
+    def _show_prediction(self, event: PredictionProgress) -> None:
+        import time
+
+        self.progress.setRange(0, max(1, event.total))
+        self.progress.setValue(event.done)
+        self.progress.setFormat(f"Classifying images: {event.done:,} of {event.total:,}")
+        measured = self._predict_clock.update(event.done, event.total, time.monotonic())
+        if self.predict_paused():
+            return
+        if measured is None:
+            self.stats.setText("Classifying every image · measuring the time left…")
+        else:
+            rate, left = measured
+            self.stats.setText(f"Classifying every image · {rate:.0f} images/s  ·  "
+                               f"about {format_duration(left)} left")
 
     # ---- endings ---------------------------------------------------------------------------
     def _train_succeeded(self, _result: object) -> None:
@@ -478,15 +569,25 @@ class TrainingPage(QWidget):
         """Classify the run's folder with both models, cache it, then hand it on."""
         if self.run_dir is None or self._predict_worker is not None:
             return
+        from must_engine.training.control import TrainControl
+
         device = self.request.project.device if self.request is not None else "auto"
-        worker = Worker(predict_task(self.run_dir, device), name="predict", parent=self)
+        self._predict_control = TrainControl()
+        self._predict_clock = RateClock()
+        worker = Worker(predict_task(self.run_dir, device, self._predict_control),
+                        name="predict", control=self._predict_control, parent=self)
         worker.event.connect(self.handle_event)
         run_dir = self.run_dir
         worker.succeeded.connect(lambda p: self._predicted(p, run_dir))
         worker.failed.connect(self._predict_failed)
+        worker.cancelled.connect(self._predict_cancelled)
         worker.finished.connect(lambda w=worker: self._predict_finished(w))
         self._predict_worker = worker
         self.results_button.hide()
+        # The training line ("about 0 s left") does not describe this step: start afresh.
+        self.stats.setText("Classifying every image · loading the models…")
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("Classifying images…")
         self._set_state(PREDICTING)
         worker.start()
 
@@ -494,6 +595,14 @@ class TrainingPage(QWidget):
         self.progress.setFormat("Done")
         self.status.setText(f"Classified {len(predictions)} images.")
         self.resultsReady.emit(predictions, run_dir)
+
+    def _predict_cancelled(self) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("Classification stopped")
+        self.stats.setText("")
+        self.status.setText("Classification stopped. The adapted model is saved; “Show "
+                            "results” classifies the images again.")
 
     def _predict_failed(self, message: str, details: str) -> None:
         box = QMessageBox(QMessageBox.Icon.Critical, "Could not classify the images", message,
@@ -506,5 +615,6 @@ class TrainingPage(QWidget):
 
     def _predict_finished(self, worker: Worker) -> None:
         self._predict_worker = None
+        self._predict_control = None
         worker.deleteLater()
         self._set_state(IDLE)

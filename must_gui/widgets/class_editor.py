@@ -3,11 +3,18 @@ near-duplicates are flagged live, on the lines themselves and in words below."""
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import QMimeData, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor, QTextFormat
 from PySide6.QtWidgets import QLabel, QPlainTextEdit, QTextEdit, QVBoxLayout, QWidget
 
-from must_engine.classes import ClassNameReport, parse_class_names, review_class_names
+from must_engine.classes import (
+    MAX_CLASS_NAME_CHARS,
+    ClassNameReport,
+    parse_class_names,
+    review_class_names,
+)
 
 DUPLICATE_COLOUR = QColor("#fbd5d5")
 NEAR_COLOUR = QColor("#fdf0c4")
@@ -74,6 +81,10 @@ class ClassNamesEditor(QWidget):
     def has_duplicates(self) -> bool:
         return bool(self._report.duplicates)
 
+    def too_long(self) -> list[str]:
+        """Names over the engine's length limit (a run refuses them)."""
+        return [n for n in self.names() if len(n) > MAX_CLASS_NAME_CHARS]
+
     def flush(self) -> None:
         """Review now instead of after the debounce (tests, and before starting a run)."""
         if self._timer.isActive():
@@ -87,12 +98,16 @@ class ClassNamesEditor(QWidget):
         self._report = report
         dup = {n for pair in report.duplicates for n in pair}
         near = {n for pair in report.near_duplicates for n in pair}
+        dup |= {n for n in names if len(n) > MAX_CLASS_NAME_CHARS}  # marked as errors too
         self._highlight(dup, near)
         count = len(names)
         self.summary.setText("No classes yet" if count == 0 else
                              f"{count} class{'es' if count != 1 else ''}")
         messages = [f"<span style='color:#b42318'>&#9888; “{b}” repeats “{a}”: remove one."
                     "</span>" for a, b in report.duplicates]
+        messages += [f"<span style='color:#b42318'>&#9888; “{html.escape(_clip(n))}” has {len(n)} characters; "
+                     f"the limit is {MAX_CLASS_NAME_CHARS}: shorten it.</span>"
+                     for n in names if len(n) > MAX_CLASS_NAME_CHARS]
         messages += [f"<span style='color:#93610b'>“{a}” and “{b}” look alike: are they "
                      "really different classes?</span>" for a, b in report.near_duplicates]
         extra = len(messages) - MAX_MESSAGES
@@ -130,3 +145,7 @@ class ClassNamesEditor(QWidget):
             out[sel.cursor.blockNumber()] = ("duplicate" if colour == DUPLICATE_COLOUR
                                              else "near")
         return out
+
+
+def _clip(name: str, width: int = 40) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
