@@ -296,6 +296,10 @@ class MainWindow(QMainWindow):
             self.navigation.setCurrentRow(index)
         if index == SETUP:
             self.setup_page.activate()
+        elif index == RESULTS and self.results.page is not None and self.results.has_results():
+            # Straight to the grid: arrows, Enter and the number keys work at once (after
+            # Ctrl+4 the focus stayed in the navigation list).
+            self.results.page.grid.setFocus(Qt.FocusReason.ShortcutFocusReason)
 
     def _navigate(self, row: int) -> None:
         if row >= 0 and row != self.stack.currentIndex():

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QUrl, Signal
+from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QPalette
 from PySide6.QtWidgets import (
     QButtonGroup,
@@ -438,7 +438,12 @@ class ExportDialog(QDialog):
         if path is None:
             return
         target = Path(path) if Path(path).is_dir() else Path(path).parent
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(target)))
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(target))):
+            # No file manager (a bare desktop, a remote session): say where it is instead.
+            self.outcome_label.setText(f"No file manager could be opened here. The export is "
+                                       f"in {target}")
+            self.outcome_label.setTextInteractionFlags(
+                Qt.TextInteractionFlag.TextSelectableByMouse)
 
     def reject(self) -> None:
         if self.is_running():

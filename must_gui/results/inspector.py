@@ -13,16 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from PySide6.QtCore import QObject, QRectF, QRunnable, QSize, Qt, QThreadPool, Signal
+from PySide6.QtCore import QEvent, QObject, QRectF, QRunnable, QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import QColor, QFontMetrics, QKeyEvent, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QAbstractSpinBox,
     QBoxLayout,
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFrame,
     QLabel,
+    QLineEdit,
+    QPlainTextEdit,
     QPushButton,
     QScrollArea,
+    QTextEdit,
     QSizePolicy,
     QVBoxLayout,
     QWidget,
@@ -451,10 +457,36 @@ class InspectorDialog(QDialog):
         self.navigate.emit(1)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
+        if not self._arrow(event):
+            super().keyPressEvent(event)
+
+    # The focused child (the scroll area, a button) used to take the arrow keys for itself,
+    # so they never reached keyPressEvent: watch the children's keys too.
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        for child in self.findChildren(QWidget):
+            child.installEventFilter(self)
+        super().showEvent(event)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if event.type() == QEvent.Type.KeyPress and isinstance(watched, QWidget):
+            key = event.key()
+            editing = isinstance(watched, (QLineEdit, QTextEdit, QPlainTextEdit,
+                                           QAbstractSpinBox))
+            # Up/Down stay with widgets that use them (a combo's choice, a list).
+            choosing = isinstance(watched, (QComboBox, QAbstractItemView)) or isinstance(
+                watched.parent(), QAbstractItemView)
+            vertical = key in (Qt.Key.Key_Up, Qt.Key.Key_Down)
+            if not editing and not (vertical and choosing) and self._arrow(event):
+                return True
+        return super().eventFilter(watched, event)
+
+    def _arrow(self, event: QKeyEvent) -> bool:
+        if event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier:
+            return False
         if event.key() in (Qt.Key.Key_Left, Qt.Key.Key_Up):
             self.previous()
-            return
+            return True
         if event.key() in (Qt.Key.Key_Right, Qt.Key.Key_Down):
             self.next()
-            return
-        super().keyPressEvent(event)
+            return True
+        return False
