@@ -154,6 +154,7 @@ class TrainingPage(QWidget):
         self._total_steps = 0
         self._epochs = 0
         self._predict_control = None  # TrainControl of the classification after a run
+        self._train_stats = ""  # the last training line, without its time left
         self._predict_clock = RateClock()
         self.device = ""  # where the current or last run trains, as the engine reported it
         self._build()
@@ -284,6 +285,7 @@ class TrainingPage(QWidget):
         self.progress.setRange(0, 0)  # busy until the run says how long it is
         self.progress.setFormat("Preparing…")
         self.stats.setText("")
+        self._train_stats = ""
         self.status.setText("Loading the model and checking the images…")
         worker = Worker(train_task(request, self.control), name="training",
                         control=self.control, parent=self)
@@ -334,6 +336,7 @@ class TrainingPage(QWidget):
         self.subtitle.setText("No run yet. Set up the project and start the adaptation.")
         self.status.setText("")
         self.stats.setText("")
+        self._train_stats = ""
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("")
@@ -498,10 +501,10 @@ class TrainingPage(QWidget):
         self.progress.setRange(0, max(1, m.total_steps))
         self.progress.setValue(done)
         self.progress.setFormat(f"%p%  ·  step {done} of {m.total_steps}")
-        self.stats.setText(f"Epoch {m.epoch + 1} of {max(self._epochs, m.epoch + 1)}  ·  "
-                           f"step {m.epoch_step + 1} of {m.steps_per_epoch}  ·  "
-                           f"{m.images_per_second:.0f} images/s  ·  "
-                           f"about {format_duration(m.eta_seconds)} left")
+        self._train_stats = (f"Epoch {m.epoch + 1} of {max(self._epochs, m.epoch + 1)}  ·  "
+                             f"step {m.epoch_step + 1} of {m.steps_per_epoch}  ·  "
+                             f"{m.images_per_second:.0f} images/s")
+        self.stats.setText(f"{self._train_stats}  ·  about {format_duration(m.eta_seconds)} left")
 
     def _show_prediction(self, event: PredictionProgress) -> None:
         import time
@@ -616,5 +619,7 @@ class TrainingPage(QWidget):
     def _predict_finished(self, worker: Worker) -> None:
         self._predict_worker = None
         self._predict_control = None
+        # Back to the run's own summary line, without a time left that no longer applies.
+        self.stats.setText(self._train_stats)
         worker.deleteLater()
         self._set_state(IDLE)
