@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMessageBox,
+    QSizePolicy,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -107,6 +108,7 @@ class ResultsHost(QWidget):
         self.run_label = QLabel()
         self.run_label.setObjectName("hint")
         self.run_label.setContentsMargins(8, 6, 8, 0)
+        self.run_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         self.run_label.hide()
         self.layout_ = QVBoxLayout(self)
         self.layout_.setContentsMargins(0, 0, 0, 0)
@@ -122,7 +124,7 @@ class ResultsHost(QWidget):
                 self.page = cls(self)
                 self.page.trust.set_labels_file(self.labels_file)
                 self.page.hide()
-                self.layout_.addWidget(self.page)
+                self.layout_.addWidget(self.page, 1)
 
     def set_labels_file(self, path: Path | None) -> None:
         """The project's user labels (spot-check answers, corrections)."""

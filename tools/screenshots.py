@@ -126,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     page.start_preview()
     wait_until(app, lambda: bool(done), what="the zero-shot preview")
     wait_until(app, lambda: not page.thumbnails_loading(), what="the thumbnails")
-    page.scroll.ensureWidgetVisible(page.preview_box, 0, 0)
     shoot(app, window, out / "04-zero-shot-preview.png")
 
     training = window.training_page

@@ -627,7 +627,11 @@ class SetupPage(QWidget):
         problem = self.problem()
         if not busy:
             self.status_label.setObjectName("problem" if problem else "ready")
-            self.status_label.setText(problem or "Ready: preview the zero-shot result, or start.")
+            ready = ("Preview ready. Happy with the classes? Start the adaptation."
+                     if self._prepared is not None and self.project is not None
+                     and self._prepared[1] == project_fingerprint(self.project)
+                     else "Ready: preview the zero-shot result, or start.")
+            self.status_label.setText(problem or ready)
             self.status_label.style().unpolish(self.status_label)
             self.status_label.style().polish(self.status_label)
         self.start_button.setEnabled(not problem and not busy)

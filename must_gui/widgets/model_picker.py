@@ -68,7 +68,7 @@ def shipped_model() -> tuple[str, str] | None:
     return LOCAL_PREFIX + str(folder.resolve()), ""
 
 
-SHIPPED_LABEL = "MUST tiny CLIP · shipped with the app (offline, for trying things out)"
+SHIPPED_LABEL = "MUST tiny CLIP (ships with the app)"
 
 
 def matches(text: str, query: str) -> bool:
@@ -281,6 +281,11 @@ class ModelPicker(QWidget):
         model, pretrained = self._model, self._pretrained
         if not model:
             self.info.setText("Choose a model.")
+            return
+        shipped = shipped_model()
+        if shipped is not None and same_choice((model, pretrained), shipped):
+            self.info.setText("A tiny CLIP for trying the app offline (the demo's model): "
+                              "nothing to download; for real photos pick a pretrained ViT.")
             return
         if model.startswith(LOCAL_PREFIX):
             self.info.setText(f"Local model folder {model[len(LOCAL_PREFIX):]}: nothing to "

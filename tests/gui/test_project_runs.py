@@ -59,6 +59,10 @@ def test_another_project_shows_none_of_the_previous_projects_results(window, qtb
     window.show_results(pred, run_dir)
     assert window.current_page() == RESULTS and window.results.has_results()
     assert window.export_action.isEnabled()
+    # The line naming the run takes a line, not half the page (as the first layout did).
+    qtbot.wait(20)
+    label = window.results.run_label
+    assert label.isVisible() and label.height() < 3 * label.fontMetrics().lineSpacing()
 
     window.new_project(tmp_path / "second.mustproj")
     assert window.current_page() == SETUP
