@@ -525,6 +525,7 @@ class TrainingPage(QWidget):
     # ---- endings ---------------------------------------------------------------------------
     def _train_succeeded(self, _result: object) -> None:
         finished = self.last_finished
+        self.stats.setText(self._train_stats)  # a run that ended has no time left
         stopped = finished is None or finished.stopped
         if stopped:
             step = finished.step if finished else 0
