@@ -61,8 +61,12 @@ def example_data(scratch: Path) -> tuple[Path, Path, list[str]]:
     from must_engine import demo_files
 
     if demo_files.demo_available():
-        return (demo_files.demo_images_dir(), demo_files.demo_model_dir(),
-                demo_files.demo_class_names())
+        # A copy, so the pictures show a user's kind of path, not where the app is installed.
+        import shutil
+
+        images = scratch / "Photos"
+        shutil.copytree(demo_files.demo_images_dir(), images)
+        return images, demo_files.demo_model_dir(), demo_files.demo_class_names()
     from must_engine.sandbox.world import CLASS_NAMES, write_folder
     from must_engine.testing import write_tiny_model
 
@@ -108,8 +112,20 @@ def main(argv: list[str] | None = None) -> int:
     page.set_folder(images)
     page.model_picker.use_local_folder(model)
     page.class_editor.set_names(classes)
-    page.plain_form.editor("epochs").setValue(args.epochs)
-    page.plain_form.editor("batch_size").setValue(16)
+    from must_engine import demo_files
+
+    if demo_files.demo_available():
+        # The demo's own settings (what File -> Open demo project uses): the defaults are
+        # for a pretrained ViT, and this tiny model would hardly move in a few epochs.
+        overrides = dict(demo_files.demo_settings_overrides())
+        window.project.preset = overrides.pop("preset", window.project.preset)
+        overrides.pop("device", None)
+        window.project.templates = demo_files.demo_templates()
+        window.project.overrides = {**overrides, "epochs": args.epochs}
+        page.set_project(window.project)
+    else:
+        page.plain_form.editor("epochs").setValue(args.epochs)
+        page.plain_form.editor("batch_size").setValue(16)
     wait_until(app, lambda: page.num_images is not None and not page.model_picker.is_loading()
                and not page.device_picker.is_loading(), what="the folder scan and model list")
     page.scroll.verticalScrollBar().setValue(0)
@@ -132,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     training.resultsReady.connect(lambda p, r: results.append(p))
     page.request_start()
-    steps_per_epoch = max(1, (page.num_images or 1) // 16)
+    batch = window.project.overrides.get("batch_size", 16)
+    steps_per_epoch = max(1, (page.num_images or 1) // batch)
     wait_until(app, lambda: training.plots.epochs_seen >= 2
                and training.plots.points >= 2 * steps_per_epoch + 2,
                what="two epochs of training")

@@ -47,6 +47,7 @@ NOT_FIELDS = ("device", "preset")
 
 LABELS: dict[str, str] = {
     "epochs": "Epochs", "batch_size": "Batch size", "conf_threshold": "Confidence threshold",
+    "image_cache": "Decoded-image cache", "image_cache_gb": "Cache size (GB)",
     "base_lr": "Learning rate (per 256 images)", "min_lr": "Final learning rate (per 256)",
     "weight_decay": "Weight decay", "layer_decay": "Layer-wise lr decay",
     "ema_decay_init": "EMA decay, start", "ema_decay_final": "EMA decay, end",
