@@ -596,6 +596,7 @@ class TrainingPage(QWidget):
         worker.start()
 
     def _predicted(self, predictions, run_dir: Path) -> None:
+        self.stats.setText(self._train_stats)  # before the results are handed on
         self.progress.setFormat("Done")
         self.status.setText(f"Classified {len(predictions)} images.")
         self.resultsReady.emit(predictions, run_dir)
