@@ -155,6 +155,7 @@ class TrainingPage(QWidget):
         self._epochs = 0
         self._predict_control = None  # TrainControl of the classification after a run
         self._train_stats = ""  # the last training line, without its time left
+        self._pending_results = None  # (Predictions, run folder) until the worker has ended
         self._predict_clock = RateClock()
         self.device = ""  # where the current or last run trains, as the engine reported it
         self._build()
@@ -599,7 +600,9 @@ class TrainingPage(QWidget):
         self.stats.setText(self._train_stats)  # before the results are handed on
         self.progress.setFormat("Done")
         self.status.setText(f"Classified {len(predictions)} images.")
-        self.resultsReady.emit(predictions, run_dir)
+        # Handed on once the worker has ended (_predict_finished): with the page busy until
+        # then, a Start pressed on the results just shown was ignored.
+        self._pending_results = (predictions, run_dir)
 
     def _predict_cancelled(self) -> None:
         self.progress.setRange(0, 1)
@@ -625,3 +628,6 @@ class TrainingPage(QWidget):
         self.stats.setText(self._train_stats)
         worker.deleteLater()
         self._set_state(IDLE)
+        pending, self._pending_results = self._pending_results, None
+        if pending is not None:
+            self.resultsReady.emit(*pending)

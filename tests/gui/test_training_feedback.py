@@ -128,3 +128,18 @@ def test_an_earlier_runs_warnings_come_back_from_its_log(page, qtbot, tmp_path):
     other.mkdir()
     page.show_run(project, other)
     assert page.warnings.warnings == [] and page.warnings.text() == ""
+
+
+def test_results_are_handed_on_when_the_page_is_idle_again(page, qtbot, tmp_path,
+                                                         monkeypatch):
+    # A Start pressed on the results just shown was ignored while the classification's
+    # thread was still ending (the page was busy): results now come once it is idle.
+    import must_engine.predict as predict
+
+    monkeypatch.setattr(predict, "predict_run", slow_predict_run([]))
+    page.run_dir = finished_run(tmp_path)
+    busy_when_handed_on = []
+    page.resultsReady.connect(lambda *_a: busy_when_handed_on.append(page.is_busy()))
+    with qtbot.waitSignal(page.resultsReady, timeout=30_000):
+        page.compute_results()
+    assert busy_when_handed_on == [False] and page.state == training_module.IDLE
