@@ -28,7 +28,7 @@ BATCH = 6
 def trainer(tmp_path, image_folder, class_names):
     overrides = {"epochs": 1, "batch_size": BATCH, "seed": 1, "mask_ratio": 0.25,
                  "mask_patch_size": 0, "conf_threshold": 0.0, "base_lr": 1.0,
-                 "ema_decay_init": 0.5, "num_workers": 0}
+                 "ema_decay_init": 0.5, "num_workers": 0, "preset": "pets"}  # the published method
     job = TrainJob(image_folder, class_names, ModelSpec.parse(str(demo_model_dir())),
                    templates=["a photo of a {}."], overrides=overrides)
     prepare_run(job, tmp_path / "run")
