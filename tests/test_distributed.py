@@ -24,7 +24,7 @@ from must_engine.weights import read_weights
 # well beyond the tolerance the comparison allows (at the defaults it moves ~1e-8).
 SETTINGS = ["--epochs", "2", "--batch-size", "6", "--seed", "3", "--mask-ratio", "0.25",
             "--base-lr", "0.05", "--ema-decay-init", "0.8", "--ema-decay-final", "0.8",
-            "--device", "cpu", "--quiet"]
+            "--threshold", "0.8", "--device", "cpu", "--quiet"]
 # Teacher weights, 2 processes against 1 (CPU, gloo, 8 steps): measured max |difference|
 # 1.1e-5 (the pixel decoder's bias, under an L1 loss), 1.2e-7 elsewhere.
 TOLERANCE = 5e-5
