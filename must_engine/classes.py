@@ -29,7 +29,11 @@ def read_class_file(path) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise ClassNameError(f"Class file {p} was not found.")
-    lines = p.read_text(encoding="utf-8-sig").splitlines()
+    try:
+        lines = p.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ClassNameError(f"Class file {p} is not UTF-8 text (byte {exc.start}); save it as "
+                             "plain text, one class name a line.") from exc
     return [" ".join(line.split()) for line in lines if line.strip() and not line.startswith("#")]
 
 
@@ -132,4 +136,9 @@ def check_templates(templates: list[str]) -> list[str]:
         if t.count("{}") != 1:
             raise ClassNameError(f"The template '{t}' must contain '{{}}' exactly once, where the "
                                  "class name goes.")
+        try:  # open_clip fills templates with str.format: any other {field} would fail there
+            t.format("name")
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ClassNameError(f"The template '{t}' has a placeholder other than '{{}}' "
+                                 f"({exc}); write literal braces as '{{{{' and '}}}}'.") from exc
     return templates

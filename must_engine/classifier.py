@@ -28,6 +28,10 @@ BUNDLE_MODEL_FILE = "model.safetensors"
 TRAINING_ONLY_KEYS = ("mask_token",)
 TRAINING_ONLY_PREFIXES = ("decoder.", "ln_patch.")
 
+# Inputs beyond these are damage, not a model: the largest open_clip ViTs take 448 px.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 2048
+
+
 class ClassifierError(ValueError):
     """A bundle or run that cannot be loaded, or input that cannot be classified."""
 
@@ -53,11 +57,34 @@ def classifier_state(model: MustModel) -> dict[str, torch.Tensor]:
             if not is_training_only(k)}
 
 
-def load_classifier_weights(model: MustModel, path: Path) -> None:
-    """Load a full MustModel file or a bundle's classifier-only file into ``model``."""
-    tensors, _ = read_weights(path)
+def load_classifier_weights(model: MustModel, path: Path,
+                            class_names: Sequence[str] | None = None) -> None:
+    """Load a full MustModel file or a bundle's classifier-only file into ``model``; the
+    class names stored in the file's metadata, if any, must be ``class_names``."""
+    try:
+        tensors, meta = read_weights(path)
+    except Exception as exc:  # safetensors raises its own error type for damaged files
+        raise ClassifierError(f"The weights file {path} is damaged or not a safetensors file "
+                              f"({_short(exc)}); export the model again.") from exc
+    if class_names is not None and "class_names" in meta:
+        try:
+            stored = json.loads(meta["class_names"])
+        except ValueError:
+            stored = None
+        if stored != list(class_names):
+            raise ClassifierError(f"The class names in {path} do not match its card or run; "
+                                  "the files come from different exports, or one was edited.")
     state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of the wrong shape
+        raise ClassifierError(f"{path} does not match the saved architecture "
+                              f"({_short(exc)}); export the bundle again.") from exc
+    bad_values = [k for k, v in state.items() if v.is_floating_point() and
+                  not bool(torch.isfinite(v).all())]
+    if bad_values:
+        raise ClassifierError(f"{path} holds non-finite weights ('{bad_values[0]}'); the model "
+                              "is broken: train and export it again.")
     missing = [k for k in result.missing_keys if not is_training_only(k)]
     if missing or result.unexpected_keys:
         bad = (missing or result.unexpected_keys)[0]
@@ -92,6 +119,9 @@ class Classifier:
         if isinstance(item, torch.Tensor):
             return self._check_tensor(item)
         if isinstance(item, Image.Image):
+            if item.width < 1 or item.height < 1:
+                raise ClassifierError(f"Cannot classify an empty {item.width}x{item.height} "
+                                      "image.")
             return self.preprocess(item)
         if isinstance(item, (str, os.PathLike)):
             from must_engine.images import ImageLoadError, load_rgb
@@ -164,34 +194,171 @@ class Classifier:
                 f"device {self.device})")
 
 
-def _from_bundle(folder: Path, device: str | torch.device) -> Classifier:
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def _check_format(value: Any, family: str, what: str) -> None:
+    """``family/1`` is what this engine writes; a later version is refused with a reason."""
+    if value == f"{family}/1":
+        return
+    if isinstance(value, str) and value.startswith(f"{family}/"):
+        raise ClassifierError(f"{what} has format {value}, newer than this MUST Studio reads "
+                              f"({family}/1); upgrade MUST Studio to load it.")
+    raise ClassifierError(f"{what} is not a MUST {family.split('-')[1]} (format {value!r}); "
+                          "give a folder that MUST Studio exported or trained.")
+
+
+def _checked_names(names: Any, what: str) -> list[str]:
+    if (not isinstance(names, list) or len(names) < 2
+            or not all(isinstance(n, str) and n.strip() for n in names)
+            or len(set(names)) != len(names)):
+        raise ClassifierError(f"The class names in {what} are damaged (they must be two or more "
+                              "distinct names); export the model again.")
+    return list(names)
+
+
+def _checked_preprocess(data: Any, what: str) -> Preprocess:
+    try:
+        pp = Preprocess.from_dict(data)
+        ok = (MIN_IMAGE_SIZE <= pp.image_size <= MAX_IMAGE_SIZE
+              and len(pp.mean) == 3 and len(pp.std) == 3
+              and all(np.isfinite(v) for v in (*pp.mean, *pp.std))
+              and all(v > 0 for v in pp.std))
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        raise ClassifierError(f"The input settings in {what} are damaged ({_short(exc)}); "
+                              "export the model again.") from exc
+    if not ok:
+        raise ClassifierError(f"The input settings in {what} are out of range (image size "
+                              f"{pp.image_size}, {MIN_IMAGE_SIZE}-{MAX_IMAGE_SIZE} px, three "
+                              "finite means and positive stds expected); export it again.")
+    return pp
+
+
+def _weight_shapes(path: Path) -> tuple[dict[str, tuple[int, ...]], int]:
+    """Tensor shapes from a safetensors header (no tensor is read) and the number of
+    transformer blocks they hold."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error type for damaged files
+        raise ClassifierError(f"The weights file {path} is damaged or not a safetensors file "
+                              f"({_short(exc)}); export the model again.") from exc
+    prefix = "visual.transformer.resblocks."
+    blocks = {k[len(prefix):].split(".", 1)[0] for k in shapes if k.startswith(prefix)}
+    return shapes, len(blocks)
+
+
+def _checked_model(arch: Any, names: list[str], pp: Preprocess, what: str,
+                   weights: Path) -> MustModel:
+    """Build the image tower, refusing architectures that are damaged or absurdly large
+    (a card saying image_size 100000 would otherwise allocate for minutes)."""
+    try:
+        vision = arch["vision_cfg"]
+        width, layers = int(vision["width"]), int(vision["layers"])
+        size, patch = int(vision["image_size"]), int(vision["patch_size"])
+        embed_dim, num_classes = int(arch["embed_dim"]), int(arch["num_classes"])
+        tokens = (size // patch) ** 2 if patch > 0 else -1
+        mlp_width = int(width * float(vision.get("mlp_ratio", 4.0)))
+        ok = (0 < width <= 8192 and 0 < layers <= 128 and 0 < embed_dim <= 8192
+              and size == pp.image_size and 0 < patch <= size and 0 < tokens <= 16384
+              and num_classes == len(names))
+    except (TypeError, ValueError, KeyError, OverflowError, ZeroDivisionError,
+            AttributeError) as exc:
+        raise ClassifierError(f"The architecture in {what} is damaged ({_short(exc)}); export "
+                              "the model again.") from exc
+    if not ok:
+        raise ClassifierError(f"The architecture in {what} does not fit its input settings or "
+                              "class names, or is out of range; export the model again.")
+    if vision.get("attentional_pool"):
+        raise ClassifierError(f"The architecture in {what} is not a MUST image tower; export "
+                              "the model again.")
+    expected = {"visual.conv1.weight": (width, 3, patch, patch),
+                "visual.positional_embedding": (tokens + 1, width),
+                "visual.transformer.resblocks.0.mlp.c_fc.weight": (mlp_width, width),
+                "classifier": (embed_dim, num_classes)}
+    shapes, blocks = _weight_shapes(weights)
+    wrong = [k for k, shape in expected.items() if shapes.get(k) != shape]
+    if wrong or blocks != layers:
+        # Checked before building: the model is then no larger than its weights file.
+        raise ClassifierError(f"The architecture in {what} does not match {weights.name} "
+                              f"({wrong[0] if wrong else f'{blocks} blocks, not {layers}'}); "
+                              "the files come from different exports, or one was edited.")
+    try:
+        return must_model_from_config(arch)
+    except Exception as exc:  # open_clip raises assorted types for configs it cannot build
+        raise ClassifierError(f"The architecture in {what} cannot be built ({_short(exc)}); "
+                              "export the model again.") from exc
+
+
+def _read_card(folder: Path) -> dict[str, Any]:
     try:
         card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
-        arch, names = card["architecture"], card["class_names"]
-        pp = Preprocess.from_dict(card["preprocess"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise ClassifierError(f"The card of {folder} cannot be read ({exc}); export the bundle "
-                              "again.") from exc
+    except (OSError, ValueError) as exc:
+        raise ClassifierError(f"The card of {folder} cannot be read ({_short(exc)}); export "
+                              "the bundle again.") from exc
+    if not isinstance(card, dict):
+        raise ClassifierError(f"The card of {folder} is damaged (not a JSON object); export the "
+                              "bundle again.")
+    return card
+
+
+def _check_sha256(card: dict[str, Any], weights: Path) -> None:
+    recorded = card.get("weights", {}).get("sha256") if isinstance(card.get("weights"),
+                                                                    dict) else None
+    if not recorded:
+        return
+    import hashlib
+
+    h = hashlib.sha256()
+    with weights.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if h.hexdigest() != recorded:
+        raise ClassifierError(f"{weights} is not the file its card describes (sha256 differs): "
+                              "it was changed or damaged; export the bundle again.")
+
+
+def _from_bundle(folder: Path, device: str | torch.device) -> Classifier:
+    card = _read_card(folder)
+    what = f"the card of {folder}"
+    _check_format(card.get("format"), "must-bundle", f"The bundle {folder}")
+    names = _checked_names(card.get("class_names"), what)
+    pp = _checked_preprocess(card.get("preprocess"), what)
     weights = folder / BUNDLE_MODEL_FILE
     if not weights.is_file():
         raise ClassifierError(f"{folder} has no {BUNDLE_MODEL_FILE}; export the bundle again.")
-    model = must_model_from_config(arch)
-    load_classifier_weights(model, weights)
+    _check_sha256(card, weights)
+    model = _checked_model(card.get("architecture"), names, pp, what, weights)
+    load_classifier_weights(model, weights, names)
     return Classifier(model, names, pp, device=device, info=card)
 
 
 def _from_run(folder: Path, device: str | torch.device) -> Classifier:
-    from must_engine.runs import MODEL_FILE, open_run
+    from must_engine.runs import MODEL_FILE, RunError, open_run
 
-    run = open_run(folder)
+    try:
+        run = open_run(folder)
+        data = run.data
+        _check_format(data.get("format"), "must-run", f"The run {folder}")
+        names = _checked_names(data.get("job", {}).get("class_names"), f"{folder}/run.json")
+        pp = _checked_preprocess(data.get("preprocess"), f"{folder}/run.json")
+        arch = data.get("architecture")
+    except RunError as exc:
+        raise ClassifierError(str(exc)) from exc
+    except (AttributeError, TypeError) as exc:
+        raise ClassifierError(f"{folder}/run.json is damaged ({_short(exc)}).") from exc
     if not run.has_adapted_model:
         raise ClassifierError(f"The run in {folder} has not finished training; train it to the "
                               "end first.")
-    model = must_model_from_config(run.architecture)
-    load_classifier_weights(model, run.file(MODEL_FILE))
-    info = {"class_names": run.class_names, "model": run.data.get("model_identity", {}),
-            "architecture": run.architecture, "preprocess": run.data["preprocess"]}
-    return Classifier(model, run.class_names, run.preprocess, device=device, info=info)
+    model = _checked_model(arch, names, pp, f"{folder}/run.json", run.file(MODEL_FILE))
+    load_classifier_weights(model, run.file(MODEL_FILE), names)
+    info = {"class_names": names, "model": data.get("model_identity", {}),
+            "architecture": arch, "preprocess": data["preprocess"]}
+    return Classifier(model, names, pp, device=device, info=info)
 
 
 def load_classifier(path: str | os.PathLike, device: str = "cpu") -> Classifier:

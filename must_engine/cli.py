@@ -1,6 +1,9 @@
 """The ``must`` command line: train, predict, eval, export, demo, models, devices.
 
-Every command exits non-zero with one clear line on bad input.
+Every command exits non-zero with one clear line on bad input, checked before torch is
+imported where the check needs no model. Exit statuses: 0 done, 1 failed, 2 bad input (or a
+file problem to fix: disk full, no permission), 3 training stopped early with its checkpoint
+kept (Ctrl-C, SIGTERM, SIGHUP), 128 + N killed by signal N outside training.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from must_engine.version import __version__
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+EXIT_STOPPED = 3
+# Signals that stop a run like Ctrl-C (SIGHUP: the terminal closed). Windows has no SIGHUP.
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, n))
 
 # Settings that get a friendlier flag name than --field-name.
 _FLAG_NAMES = {"conf_threshold": "threshold"}
@@ -28,12 +35,21 @@ class CliError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP outside training: unwinds (so staged files are removed) and exits
+    with 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
     from must_engine.settings import FIELD_HELP, PRESET_NAMES, MustSettings
 
     group = parser.add_argument_group("method settings (default: chosen from the folder and "
                                       "model, see --preset)")
-    group.add_argument("--preset", choices=PRESET_NAMES, default="auto",
+    group.add_argument("--preset", choices=PRESET_NAMES, default=None,
                        help="published settings row to start from (default: auto, by folder size)")
     for f in dataclasses.fields(MustSettings):
         if f.name in _SKIP_FIELDS:
@@ -96,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run", type=Path, help="run folder written by `must train`")
     pr.add_argument("images", type=Path, help="folder of images to score")
     pr.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--batch-size", type=int, default=0,
                     help="images per batch (default: chosen from the device)")
@@ -124,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the whole pipeline offline on the embedded demo")
     d.add_argument("--out", type=Path, help="folder for the demo run (default: a temp folder)")
     d.add_argument("--epochs", type=int, help="override the demo's number of epochs")
+    d.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier demo's predictions.csv in --out")
     d.add_argument("--quiet", action="store_true")
 
     m = sub.add_parser("models", help="list open_clip pretrained ViTs and what is cached")
@@ -284,6 +303,16 @@ class Progress:
 
 
 # ---- commands ----------------------------------------------------------------------------
+def _read_text_lines(path: Path, what: str) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise CliError(f"The {what} {path} is not UTF-8 text (byte {exc.start}); save it as "
+                       "plain text, one entry a line.") from exc
+    except IsADirectoryError as exc:
+        raise CliError(f"The {what} {path} is a folder; give a text file.") from exc
+
+
 def _class_names(args) -> list[str]:
     from must_engine.classes import check_class_names, parse_class_names, read_class_file
 
@@ -302,7 +331,7 @@ def _templates(args) -> list[str]:
     if args.templates_file is not None:
         if not args.templates_file.is_file():
             raise CliError(f"Templates file {args.templates_file} was not found.")
-        lines = args.templates_file.read_text(encoding="utf-8").splitlines()
+        lines = _read_text_lines(args.templates_file, "templates file")
         return check_templates(lines)
     if args.template_set:
         sets = template_sets()
@@ -313,7 +342,10 @@ def _templates(args) -> list[str]:
     return []
 
 
-def _run_training(job, out: Path, *, resume: bool, quiet: bool) -> None:
+def _run_training(job, out: Path, *, resume: bool, quiet: bool) -> int:
+    """Train; Ctrl-C, SIGTERM and SIGHUP stop after the current step with a checkpoint
+    (a second Ctrl-C aborts at once). Returns the exit status."""
+    from must_engine import events as ev
     from must_engine.training.control import TrainControl
     from must_engine.training.trainer import train
 
@@ -324,45 +356,46 @@ def _run_training(job, out: Path, *, resume: bool, quiet: bool) -> None:
     # both ask for the checkpointed stop, and the second signal must not abort it.
     launched = _under_torchrun()
 
-    def on_sigint(signum, frame):
-        if control.stop_requested and not launched:
+    def on_stop_signal(signum, frame):
+        if control.stop_requested and signum == signal.SIGINT and not launched:
             raise KeyboardInterrupt
         if control.stop_requested:
             return
-        progress._write("Stopping after this step and keeping a checkpoint (Ctrl-C again to "
-                        "abort at once)...")
+        if _is_rank0():  # said even with --quiet: the user must know
+            _say(progress, f"{signal.Signals(signum).name}: stopping after this step and "
+                 "keeping a checkpoint (Ctrl-C again to abort at once)...")
         control.stop()
 
-    signals = [signal.SIGINT, signal.SIGTERM] if launched else [signal.SIGINT]
-    previous = {s: signal.getsignal(s) for s in signals}
-    try:
-        for s in signals:
-            signal.signal(s, on_sigint)
-    except ValueError:  # not the main thread: no signal handling
-        previous = {}
+    previous = {}
+    for sig in STOP_SIGNALS:
+        try:
+            previous[sig] = signal.signal(sig, on_stop_signal)
+        except ValueError:  # not the main thread: no signal handling
+            break
+    stopped = False
     try:
         for event in train(job, out, control=control, resume=resume, on_event=progress):
             progress(event)
+            if isinstance(event, ev.RunFinished):
+                stopped = event.stopped
+            elif isinstance(event, ev.RunStarted) and event.start_step == 0 and not quiet:
+                _report_skipped(out)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if control.stop_requested and _is_rank0():
-        progress._write(f"Resume with: must train {job.images} --out {out} --resume")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopped:
+        if _is_rank0():
+            _say(progress, f"Stopped with a checkpoint. Resume with: must train {job.images} "
+                 f"--out {out} --resume")
+        return EXIT_STOPPED
+    return 0
 
 
-def _precheck(images: Path, spec) -> None:
-    """Cheap checks before any work starts, so bad input fails with one line at once."""
-    import os
-
-    from must_engine.images import has_image_suffix
-    from must_engine.models.source import check_is_vit, read_model_config
-
-    check_is_vit(read_model_config(spec), spec.label)
-    for _dirpath, _dirs, files in os.walk(images):
-        if any(has_image_suffix(f) for f in files):
-            return
-    raise CliError(f"No readable images in {images} (looked for jpg, png, webp, bmp, tiff, gif, "
-                   "in subfolders too).")
+def _say(progress: Progress, text: str) -> None:
+    if progress.quiet:
+        print(text, file=sys.stderr, flush=True)
+    else:
+        progress._write(text)
 
 
 def _is_rank0() -> bool:
@@ -407,11 +440,60 @@ def _launch_torchrun(args, out: Path) -> int:
     return code if code in (0, EXIT_USAGE) else EXIT_FAILED
 
 
-def cmd_train(args) -> int:
-    from must_engine.models.source import ModelSpec
-    from must_engine.runs import TrainJob, open_run
+def _report_skipped(out: Path) -> None:
+    """List the images the scan left out (run.json keeps them all)."""
+    import json
 
+    try:
+        skipped = json.loads((out / "run.json").read_text(encoding="utf-8"))["data"]["skipped"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for item in skipped[:20]:
+        print(f"skipped {item.get('path')}: {item.get('reason')}", file=sys.stderr)
+    if len(skipped) > 20:
+        print(f"... and {len(skipped) - 20} more skipped images (listed in {out}/run.json)",
+              file=sys.stderr)
+
+
+def _check_image_folder(images: Path) -> None:
+    """The image folder exists, is a folder, can be read and holds image files (no decode)."""
+    import os
+
+    from must_engine.images import has_image_suffix
+
+    if not images.exists():
+        raise CliError(f"Image folder {images} was not found; check the path.")
+    if not images.is_dir():
+        raise CliError(f"{images} is a file, not a folder; give the folder that holds the "
+                       "images.")
+    if not os.access(images, os.R_OK | os.X_OK):
+        raise CliError(f"The image folder {images} cannot be read (permission denied); check "
+                       "its permissions.")
+    for _dirpath, _dirs, files in os.walk(images):
+        if any(has_image_suffix(f) for f in files):
+            return
+    raise CliError(f"No image files in {images} (looked for jpg, png, webp, bmp, tiff, gif, "
+                   "in subfolders too).")
+
+
+def _check_settings(overrides: dict) -> None:
+    from must_engine.settings import check_values
+
+    check_values({k: v for k, v in overrides.items() if k != "preset"})
+
+
+def _precheck(spec) -> None:
+    """The model is a ViT open_clip knows, before the images are scanned."""
+    from must_engine.models.source import check_is_vit, read_model_config
+
+    check_is_vit(read_model_config(spec), spec.label)
+
+
+def cmd_train(args) -> int:
+    # Everything that needs no model is checked before torch is imported (seconds).
     out = args.out
+    overrides = _overrides(args)
+    _check_settings(overrides)
     if args.nproc < 1:
         raise CliError("--nproc takes a number of processes, 1 or more.")
     if args.nproc > 1:
@@ -428,37 +510,67 @@ def cmd_train(args) -> int:
     if args.resume:
         if out is None:
             raise CliError("--resume needs --out RUN, the folder of the run to continue.")
+        if not (out / "run.json").is_file():
+            raise CliError(f"{out} holds no run to resume (no run.json); give the --out folder "
+                           "of a stopped run.")
+        names = _class_names(args) if (args.classes or args.classes_file) else []
+        templates = _templates(args)
+        from must_engine.models.source import ModelSpec
+        from must_engine.runs import TrainJob, open_run
+
         run = open_run(out)
-        job = TrainJob(run.images_root, run.class_names, run.model_spec, run.templates)
-        _run_training(job, out, resume=True, quiet=args.quiet)
+        spec = ModelSpec.parse(args.model, args.pretrained) if args.model else run.model_spec
+        job = TrainJob(args.images, names, spec, templates, overrides=overrides)
+        code = _run_training(job, out, resume=True, quiet=args.quiet)
         if _is_rank0():
             print(out)
-        return 0
-    if not args.images.is_dir():
-        raise CliError(f"Image folder {args.images} was not found; check the path.")
+        return code
+    _check_image_folder(args.images)
     names = _class_names(args)
+    templates = _templates(args)
     if not args.model:
         raise CliError("Name a model with --model (e.g. --model ViT-B-32 --pretrained "
                        "laion2b_s34b_b79k), or a local model folder.")
-    spec = ModelSpec.parse(args.model, args.pretrained)
-    _precheck(args.images, spec)
     if out is None:
         out = Path(f"must-run-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+    if out.exists() and not out.is_dir():
+        raise CliError(f"{out} is a file; choose a folder name for --out.")
     if (out / "run.json").exists():
         raise CliError(f"{out} already holds a run; add --resume to continue it, or choose "
                        "another --out.")
-    job = TrainJob(args.images, names, spec, _templates(args), overrides=_overrides(args))
-    _run_training(job, out, resume=False, quiet=args.quiet)
+    from must_engine.models.source import ModelSpec
+    from must_engine.runs import TrainJob
+
+    spec = ModelSpec.parse(args.model, args.pretrained)
+    _precheck(spec)
+    job = TrainJob(args.images, names, spec, templates, overrides=overrides)
+    code = _run_training(job, out, resume=False, quiet=args.quiet)
     if _is_rank0():
         print(out)
-    return 0
+    return code
+
+
+def _check_csv_out(path: Path, overwrite: bool) -> None:
+    if path.is_dir():
+        raise CliError(f"{path} is a folder; give a file name for --out, e.g. "
+                       f"{path / 'predictions.csv'}.")
+    if path.exists() and not overwrite:
+        raise CliError(f"{path} already exists; add --overwrite to replace it, or choose "
+                       "another --out.")
 
 
 def cmd_predict(args) -> int:
+    if not args.run.is_dir():
+        raise CliError(f"Run folder {args.run} was not found; check the path.")
+    if not (args.run / "run.json").is_file():
+        raise CliError(f"{args.run} is not a MUST run folder (no run.json); give the folder "
+                       "that `must train --out` wrote.")
+    _check_image_folder(args.images)
+    _check_csv_out(args.out, args.overwrite)
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1 (got {args.batch_size}).")
     from must_engine.predict import predict_run
 
-    if not args.images.is_dir():
-        raise CliError(f"Image folder {args.images} was not found; check the path.")
     preds = predict_run(args.run, args.images, device=args.device, batch_size=args.batch_size,
                         on_event=Progress(args.quiet), image_cache=args.image_cache)
     if preds.stopped_at is not None:
@@ -503,6 +615,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    if args.epochs is not None and args.epochs < 1:
+        raise CliError(f"--epochs must be at least 1 (got {args.epochs}).")
+    if args.out is not None:
+        if args.out.exists() and not args.out.is_dir():
+            raise CliError(f"{args.out} is a file; choose a folder for --out.")
+        if (args.out / "predictions.csv").exists() and not args.overwrite:
+            raise CliError(f"{args.out / 'predictions.csv'} already exists; add --overwrite to "
+                           "replace it, or choose another --out.")
     from must_engine.demo import run_demo
 
     report = run_demo(args.out, epochs=args.epochs, on_event=Progress(args.quiet))
@@ -545,26 +665,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
-    from must_engine.classes import ClassNameError
-    from must_engine.devices import DeviceNotAvailableError
-    from must_engine.models.source import ModelError
-    from must_engine.runs import RunError
-
-    user_errors = (CliError, ClassNameError, ModelError, RunError, DeviceNotAvailableError,
-                   FileNotFoundError, NotADirectoryError, ValueError)
+    # Every user error the engine raises is a ValueError (RunError, ModelError, ...); none of
+    # their modules is imported here, so a bad argument is refused before torch loads.
+    user_errors = (CliError, FileNotFoundError, NotADirectoryError, ValueError)
+    previous = _unwind_on_terminate()
     try:
         return COMMANDS[args.command](args)
     except user_errors as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"must {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # disk full, permission denied, read-only: the user can fix it
+        print(f"must {args.command}: error: {_describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"must {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        print(f"must {args.command}: stopped by {signal.Signals(exc.signum).name}",
+              file=sys.stderr)
+        return 128 + exc.signum
     except Exception as exc:  # anything else: one line, and the detail for a bug report
-        from must_engine.training.trainer import TrainingError
-
-        if isinstance(exc, TrainingError):
+        trainer = sys.modules.get("must_engine.training.trainer")
+        if trainer is not None and isinstance(exc, trainer.TrainingError):
             print(f"must {args.command}: error: {exc}", file=sys.stderr)
             return EXIT_FAILED
         import traceback
@@ -572,6 +695,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         print(f"must {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _unwind_on_terminate() -> dict:
+    """SIGTERM/SIGHUP raise ``Terminated`` so ``finally`` blocks remove staged files
+    (training replaces this with a clean stop). Returns the handlers it replaced."""
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    previous = {}
+    for sig in STOP_SIGNALS:
+        if sig == signal.SIGINT:
+            continue  # already KeyboardInterrupt
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            break
+    return previous
+
+
+def _describe_os_error(exc: OSError) -> str:
+    from must_engine.io_utils import DiskFullError
+
+    if isinstance(exc, DiskFullError):
+        return str(exc)
+    what = exc.strerror or str(exc)
+    where = f" ({exc.filename})" if exc.filename else ""
+    hint = {13: "check the permissions", 30: "choose a writable place",
+            28: "free some disk space and try again"}.get(exc.errno or 0, "check the path")
+    return f"{what}{where}; {hint}."
 
 
 if __name__ == "__main__":

@@ -1,28 +1,178 @@
-"""Small file helpers: atomic writes so an interrupted save never leaves a half file."""
+"""Small file helpers: atomic writes so an interrupted save never leaves a half file.
+
+A staged write goes to a hidden ``.<name>.<pid>-<random>.part`` beside the target and is
+renamed into place only when complete. The final file gets the mode a plain ``open()`` would
+have given it (``mkstemp`` makes owner-only files), a full disk becomes one ``DiskFullError``
+naming the file, and parts left by a killed process are removed by the next write.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+PART_SUFFIX = ".part"
+_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class DiskFullError(OSError):
+    """The disk (or quota) filled up while writing; nothing was left half-written."""
+
+    def __init__(self, path: Path):
+        super().__init__(errno.ENOSPC, f"There is not enough free disk space to write {path}; "
+                         "free some space and try again", str(path))
+
+    def __str__(self) -> str:
+        return f"{self.strerror}."
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """True if ``exc`` or anything it was raised from is a full-disk or quota error."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path: Path) -> Iterator[None]:
+    """Turn a full disk while writing ``path`` into one ``DiskFullError`` naming it."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except (OSError, RuntimeError) as exc:  # not an error that already says what to do
+        if is_disk_full(exc):
+            raise DiskFullError(path) from None
+        raise
+
+
+# ---- CSV cells ---------------------------------------------------------------------------
+# A spreadsheet runs a cell starting with one of these as a formula (file names can).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A text cell a spreadsheet shows as text: formula-like cells get a leading quote
+    (OWASP's advice for CSV injection); ``from_spreadsheet_safe`` undoes it."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def from_spreadsheet_safe(text: str) -> str:
+    return text[1:] if text.startswith("'") and text[1:].startswith(_FORMULA_STARTS) else text
+
+
+# ---- modes ---------------------------------------------------------------------------------
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux /proc):
+    ``os.umask`` can only be read by setting it, which races with other threads."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def plain_file_mode(existing: Path | None = None) -> int:
+    """The mode ``open(path, "w")`` would give: an existing file keeps its own."""
+    if existing is not None:
+        with contextlib.suppress(OSError):
+            return stat.S_IMODE(os.stat(existing).st_mode)
+    return 0o666 & ~current_umask()
+
+
+def plain_folder_mode() -> int:
+    """The mode ``mkdir`` would give."""
+    return 0o777 & ~current_umask()
+
+
+# ---- staged names and what killed processes left --------------------------------------------
+def part_prefix(name: str) -> str:
+    """Prefix of this process's staged parts of ``name``."""
+    return f".{name}.{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # no safe liveness probe: never delete what might be in use
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # alive, owned by someone else
+    return True
+
+
+def remove_stale_parts(folder: Path, name: str) -> list[Path]:
+    """Delete ``.<name>.<pid>-*.part`` left beside ``name`` by processes that are gone."""
+    removed: list[Path] = []
+    head = f".{name}."
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.startswith(head) and entry.endswith(PART_SUFFIX)):
+            continue
+        pid_text = entry[len(head):].split("-", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        path = Path(folder) / entry
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                import shutil
+
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
+
+
+def make_part_file(path: Path) -> Path:
+    """An empty staged file beside ``path`` (stale parts of it cleaned first)."""
+    remove_stale_parts(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=part_prefix(path.name), suffix=PART_SUFFIX,
+                               dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def make_part_folder(path: Path) -> Path:
+    remove_stale_parts(path.parent, path.name)
+    return Path(tempfile.mkdtemp(prefix=part_prefix(path.name), suffix=PART_SUFFIX,
+                                 dir=path.parent))
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    with disk_full_as_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = make_part_file(path)
+        try:
+            write(tmp_path)
+            os.chmod(tmp_path, plain_file_mode(path if path.exists() else None))
+            os.replace(tmp_path, path)
+        except BaseException:
+            tmp_path.unlink(missing_ok=True)
+            raise
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -20,7 +20,7 @@ from must_engine.devices import resolve_device
 from must_engine.events import Event, PredictionProgress, Status
 from must_engine.image_cache import CacheSetting, ImageSource, cache_side, image_source
 from must_engine.images import SkippedFile, scan_folder, unreadable_reason
-from must_engine.io_utils import atomic_write
+from must_engine.io_utils import atomic_write, from_spreadsheet_safe, spreadsheet_safe
 from must_engine.models.must_model import MustModel, must_model_from_config
 from must_engine.runs import (
     CHECKPOINT_FILE,
@@ -121,8 +121,10 @@ class Predictions:
 
     def write_csv(self, path: str | Path) -> Path:
         path = Path(path)
-        rows = self.rows()
-        cols = self.columns()
+        text_cols = ("path", "label", "zero_shot_label")
+        rows = [{k: spreadsheet_safe(v) if k in text_cols else v for k, v in row.items()}
+                for row in self.rows()]
+        cols = [spreadsheet_safe(c) for c in self.columns()]
 
         def write(tmp: Path) -> None:
             with tmp.open("w", newline="", encoding="utf-8") as f:
@@ -191,8 +193,11 @@ def read_predictions_csv(path: str | Path) -> tuple[list[str], list[dict[str, st
         if missing:
             raise ValueError(f"{path} is not a `must predict` CSV (missing column "
                              f"'{missing[0]}').")
-        classes = [c[len(PROB_PREFIX):] for c in cols if c.startswith(PROB_PREFIX)]
-        return classes, list(reader)
+        classes = [from_spreadsheet_safe(c)[len(PROB_PREFIX):] for c in cols
+                   if from_spreadsheet_safe(c).startswith(PROB_PREFIX)]
+        rows = [{from_spreadsheet_safe(k): from_spreadsheet_safe(v) if isinstance(v, str) else v
+                 for k, v in row.items()} for row in reader]
+        return classes, rows
 
 
 def adapted_model(run: RunInfo) -> tuple[MustModel | None, StoppedAt | None]:

@@ -27,6 +27,7 @@ from must_engine.models.source import ModelSpec
 from must_engine.settings import MustSettings
 from must_engine.version import __version__
 
+RUN_FORMAT = "must-run/1"
 RUN_FILE = "run.json"
 IMAGES_FILE = "images.json"
 ZERO_SHOT_FILE = "zero_shot.safetensors"
@@ -72,35 +73,45 @@ class RunInfo:
     path: Path
     data: dict[str, Any]
 
+    def _part(self, *keys: str) -> Any:
+        """``data[k1][k2]...``, or a RunError naming what is missing from a damaged file."""
+        value: Any = self.data
+        for key in keys:
+            if not isinstance(value, dict) or key not in value:
+                raise RunError(f"{self.path / RUN_FILE} is damaged (no '{'.'.join(keys)}'); "
+                               "start a new run.")
+            value = value[key]
+        return value
+
     @property
     def class_names(self) -> list[str]:
-        return list(self.data["job"]["class_names"])
+        return list(self._part("job", "class_names"))
 
     @property
     def templates(self) -> list[str]:
-        return list(self.data["job"]["templates"])
+        return list(self._part("job", "templates"))
 
     @property
     def images_root(self) -> Path:
-        return Path(self.data["job"]["images"])
+        return Path(self._part("job", "images"))
 
     @property
     def model_spec(self) -> ModelSpec:
-        return ModelSpec.from_dict(self.data["job"]["model"])
+        return ModelSpec.from_dict(self._part("job", "model"))
 
     @property
     def settings(self) -> MustSettings:
-        return MustSettings.from_dict(self.data["settings"])
+        return MustSettings.from_dict(self._part("settings"))
 
     @property
     def architecture(self) -> dict[str, Any]:
-        return self.data["architecture"]
+        return self._part("architecture")
 
     @property
     def preprocess(self):
         from must_engine.views import Preprocess
 
-        return Preprocess.from_dict(self.data["preprocess"])
+        return Preprocess.from_dict(self._part("preprocess"))
 
     @property
     def status(self) -> str:
@@ -140,14 +151,25 @@ def open_run(path: str | Path) -> RunInfo:
     if not (path / RUN_FILE).is_file():
         raise RunError(f"{path} is not a MUST run folder (no {RUN_FILE}); give the folder that "
                        "`must train --out` wrote.")
-    data = read_json(path / RUN_FILE)
+    try:
+        data = read_json(path / RUN_FILE)
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path / RUN_FILE} cannot be read ({exc}); the run folder is damaged: "
+                       "start a new run.") from exc
+    if not isinstance(data, dict):
+        raise RunError(f"{path / RUN_FILE} is damaged (not a JSON object); start a new run.")
+    fmt = data.get("format", RUN_FORMAT)
+    if fmt != RUN_FORMAT:
+        newer = isinstance(fmt, str) and fmt.startswith("must-run/")
+        raise RunError(f"The run in {path} has format {fmt!r}; this MUST Studio reads "
+                       f"{RUN_FORMAT}" + ("; upgrade MUST Studio to open it." if newer else "."))
     return RunInfo(path, data)
 
 
 def new_run_data(job: TrainJob, settings: MustSettings, *, architecture: dict, preprocess,
                  identity: dict, num_images: int, skipped: list[dict]) -> dict[str, Any]:
     return {
-        "format": "must-run/1",
+        "format": RUN_FORMAT,
         "engine_version": __version__,
         "created": now(),
         "updated": now(),

@@ -6,6 +6,7 @@ Settings are saved with each run (``run.json``) so a run describes itself.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -75,37 +76,11 @@ class MustSettings:
 
     def validate(self) -> None:
         """Raise ValueError with one clear sentence for the first bad value."""
-
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(message)
-
-        need(self.epochs >= 1, f"epochs must be at least 1 (got {self.epochs}).")
-        need(self.batch_size >= 1, f"batch size must be at least 1 (got {self.batch_size}).")
-        need(self.base_lr > 0, f"learning rate must be positive (got {self.base_lr}).")
-        need(0 <= self.min_lr <= self.base_lr, "min_lr must be between 0 and base_lr.")
-        need(0 < self.layer_decay <= 1, "layer_decay must be in (0, 1]; use 1 for a uniform rate.")
-        need(0 <= self.ema_decay_init <= self.ema_decay_final < 1,
-             "EMA decays must satisfy 0 <= ema_decay_init <= ema_decay_final < 1.")
-        need(self.ema_warm_it >= 1, "ema_warm_it must be at least 1.")
-        need(0 <= self.conf_threshold < 1, "threshold must be in [0, 1).")
-        need(0 <= self.mask_ratio < 1, "mask ratio must be in [0, 1).")
-        need(self.mask_patch_size >= 0, "mask patch size must be 0 (automatic) or positive.")
-        for name in ("w_fair", "w_mim", "w_align"):
-            need(getattr(self, name) >= 0, f"{name} must not be negative.")
-        need(self.student_view in STUDENT_VIEWS, f"student_view must be one of {STUDENT_VIEWS}.")
-        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}.")
-        need(self.patch_norm in PATCH_NORMS, f"patch_norm must be one of {PATCH_NORMS}.")
-        need(self.align_cls_gradient in ALIGN_CLS_GRADIENTS,
-             f"align_cls_gradient must be one of {ALIGN_CLS_GRADIENTS}.")
-        need(self.prototype_init in PROTOTYPE_INITS,
-             f"prototype_init must be one of {PROTOTYPE_INITS}.")
-        need(self.keep in KEEP_MODES, f"keep must be one of {KEEP_MODES}.")
-        need(self.score_images >= 2, "score_images must be at least 2.")
-        need(self.strong_scale_min > 0 and self.strong_scale_min <= 1,
-             "strong_scale_min must be in (0, 1].")
-        need(self.image_cache_gb > 0, "image_cache_gb must be positive; use image_cache "
-             "'off' to turn the decoded-image cache off.")
+        check_values(asdict(self))
+        if not 0 <= self.min_lr <= self.base_lr:
+            raise ValueError("min_lr must be between 0 and base_lr.")
+        if not self.ema_decay_init <= self.ema_decay_final:
+            raise ValueError("EMA decays must satisfy 0 <= ema_decay_init <= ema_decay_final < 1.")
 
     # The effective weights, folding the on/off switches in.
     @property
@@ -140,6 +115,70 @@ class MustSettings:
         if unknown:
             raise ValueError(f"Unknown setting(s): {', '.join(unknown)}.")
         return cls(**data)
+
+
+# One rule per setting that needs one: (test, what a valid value is). Each looks at one
+# value only, so front ends can check what the user typed before anything heavy loads.
+_RULES: dict[str, tuple[Any, str]] = {
+    "epochs": (lambda v: v >= 1, "epochs must be at least 1"),
+    "batch_size": (lambda v: v >= 1, "batch size must be at least 1"),
+    "base_lr": (lambda v: v > 0, "learning rate must be positive"),
+    "min_lr": (lambda v: v >= 0, "min_lr must not be negative"),
+    "weight_decay": (lambda v: v >= 0, "weight decay must not be negative"),
+    "layer_decay": (lambda v: 0 < v <= 1, "layer_decay must be in (0, 1]; use 1 for a uniform "
+                    "rate"),
+    "ema_decay_init": (lambda v: 0 <= v < 1, "ema_decay_init must be in [0, 1)"),
+    "ema_decay_final": (lambda v: 0 <= v < 1, "ema_decay_final must be in [0, 1)"),
+    "ema_warm_it": (lambda v: v >= 1, "ema_warm_it must be at least 1"),
+    "conf_threshold": (lambda v: 0 <= v < 1, "threshold must be in [0, 1)"),
+    "mask_ratio": (lambda v: 0 <= v < 1, "mask ratio must be in [0, 1)"),
+    "mask_patch_size": (lambda v: v >= 0, "mask patch size must be 0 (automatic) or positive"),
+    "w_fair": (lambda v: v >= 0, "w_fair must not be negative"),
+    "w_mim": (lambda v: v >= 0, "w_mim must not be negative"),
+    "w_align": (lambda v: v >= 0, "w_align must not be negative"),
+    "fair_running_average_classes": (lambda v: v >= 1,
+                                     "fair_running_average_classes must be at least 1"),
+    "student_view": (lambda v: v in STUDENT_VIEWS, f"student_view must be one of {STUDENT_VIEWS}"),
+    "precision": (lambda v: v in PRECISIONS, f"precision must be one of {PRECISIONS}"),
+    "prototype_init": (lambda v: v in PROTOTYPE_INITS,
+                       f"prototype_init must be one of {PROTOTYPE_INITS}"),
+    "strong_scale_min": (lambda v: 0 < v <= 1, "strong_scale_min must be in (0, 1]"),
+    "keep": (lambda v: v in KEEP_MODES, f"keep must be one of {KEEP_MODES}"),
+    "score_images": (lambda v: v >= 2, "score_images must be at least 2"),
+    "patch_norm": (lambda v: v in PATCH_NORMS, f"patch_norm must be one of {PATCH_NORMS}"),
+    "align_cls_gradient": (lambda v: v in ALIGN_CLS_GRADIENTS,
+                           f"align_cls_gradient must be one of {ALIGN_CLS_GRADIENTS}"),
+    "image_cache_gb": (lambda v: v > 0, "image_cache_gb must be positive; use image_cache 'off' "
+                       "to turn the decoded-image cache off"),
+    "num_workers": (lambda v: v >= -1, "num_workers must be -1 (automatic) or more"),
+    "log_every": (lambda v: v >= 0, "log_every must be 0 (automatic) or more"),
+}
+
+
+def check_values(values: dict[str, Any]) -> None:
+    """Check each given setting on its own (type, finite, range); ValueError with one
+    sentence for the first bad one. Needs no model, folder or heavy import."""
+    types = {f.name: str(f.type) for f in fields(MustSettings)}
+    for name, value in values.items():
+        kind = types.get(name)
+        if kind is None:
+            raise ValueError(f"Unknown setting(s): {name}.")
+        if kind == "float":
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and math.isfinite(value))
+            if not ok:
+                raise ValueError(f"{name} must be a finite number (got {value!r}).")
+        elif kind == "int":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be a whole number (got {value!r}).")
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false (got {value!r}).")
+        elif kind == "str" and not isinstance(value, str):
+            raise ValueError(f"{name} must be text (got {value!r}).")
+        rule = _RULES.get(name)
+        if rule is not None and not rule[0](value):
+            raise ValueError(f"{rule[1]} (got {value!r}).")
 
 
 @dataclass(frozen=True)
@@ -256,8 +295,9 @@ def resolve_settings(
         row = PRESETS[preset]
         values = {**row.values, **PUBLISHED_BEHAVIOUR}
         settings = MustSettings(**{**values, "preset": preset})
+    check_values(overrides)  # before the clamp below, so 0 or -3 is refused, not made 1
     batch = int(overrides.get("batch_size", settings.batch_size))
-    batch = max(1, min(batch, num_images))
+    batch = min(batch, max(1, num_images))
     epochs = int(overrides.get("epochs", settings.epochs))
     total = steps_per_epoch(num_images, batch) * epochs
     if preset == "auto":

@@ -61,7 +61,7 @@ def test_train_predict_eval_end_to_end(tmp_path, tiny_model_dir, image_folder, c
     (["train", "{images}", "--classes", "cat,dog", "--model", "ViT-Nope-1"], "Unknown model"),
     (["train", "{images}", "--classes", "cat,dog", "--model", "RN50", "--pretrained", "openai"],
      "ResNet"),
-    (["train", "{empty}", "--classes", "cat,dog", "--model", "{model}"], "No readable images"),
+    (["train", "{empty}", "--classes", "cat,dog", "--model", "{model}"], "No image files"),
     (["train", "{images}", "--classes", "cat,dog"], "--model"),
     (["predict", "{missing}", "{images}"], "not found"),
     (["eval", "{missing}", "{images}"], "not found"),

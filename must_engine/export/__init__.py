@@ -200,6 +200,9 @@ def _destination_errors(dest: Path):
 
 def _write_predictions(preds: Predictions, fmt: str, dest: Path, *, link: str, emit: EventSink,
                        should_stop: Callable[[], bool] | None) -> ExportResult:
+    if preds.failed:  # never drop images silently (deleted or changed since training)
+        emit(Status(f"Left out {len(preds.failed)} image(s) that could not be read, e.g. "
+                    f"{preds.failed[0].path} ({preds.failed[0].reason})."))
     emit(ExportProgress("writing"))
     if fmt == "csv":
         preds.write_csv(dest)  # atomic: temp file beside dest, then rename

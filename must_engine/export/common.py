@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,13 @@ import numpy as np
 import torch
 
 from must_engine.events import Event, ExportCheck
+from must_engine.io_utils import (
+    disk_full_as_error,
+    make_part_file,
+    make_part_folder,
+    plain_file_mode,
+    plain_folder_mode,
+)
 from must_engine.models.must_model import MustModel
 from must_engine.runs import RunError, RunInfo
 from must_engine.version import __version__
@@ -86,23 +92,26 @@ def staged_file(path: Path) -> Iterator[Path]:
     """Yield a temporary name beside ``path``; rename it to ``path`` only if the block ends
     normally, so an interrupted export never leaves a half file under the final name."""
     make_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with disk_full_as_error(path):
+        tmp_path = make_part_file(path)
+        try:
+            yield tmp_path
+            os.chmod(tmp_path, plain_file_mode(path if path.exists() else None))
+            os.replace(tmp_path, path)
+        finally:
+            tmp_path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def staged_folder(path: Path) -> Iterator[Path]:
     """Like ``staged_file`` for a folder: build it under a temporary name, then rename."""
     make_parent(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    with disk_full_as_error(path):
+        tmp = make_part_folder(path)
     try:
-        yield tmp
+        with disk_full_as_error(path):
+            yield tmp
+        os.chmod(tmp, plain_folder_mode())  # mkdtemp makes it owner-only
         if path.is_dir():
             path.rmdir()  # only ever empty here (checked); Windows cannot rename onto a folder
         os.replace(tmp, path)

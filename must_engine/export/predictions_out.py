@@ -18,6 +18,7 @@ from pathlib import Path
 
 from must_engine.events import ExportProgress
 from must_engine.export.common import EventSink, ExportError
+from must_engine.io_utils import spreadsheet_safe
 from must_engine.predict import Predictions
 
 LINK_MODES = ("copy", "symlink", "hardlink")
@@ -137,8 +138,10 @@ def sort_into_folders(predictions: Predictions, folder: Path, *, link: str = "co
         except OSError as exc:
             raise _link_error(link, exc) from exc
         counts[folders[c]] = counts.get(folders[c], 0) + 1
-        rows.append({"file": f"{folders[c]}/{name}", "source": str(src),
-                     "label": predictions.class_names[c], "confidence": f"{conf[i]:.6f}"})
+        rows.append({"file": spreadsheet_safe(f"{folders[c]}/{name}"),
+                     "source": spreadsheet_safe(str(src)),
+                     "label": spreadsheet_safe(predictions.class_names[c]),
+                     "confidence": f"{conf[i]:.6f}"})
         if on_event is not None and ((i + 1) % 100 == 0 or i + 1 == total):
             on_event(ExportProgress("sorting", i + 1, total))
     with (folder / MAPPING_FILE).open("w", newline="", encoding="utf-8") as f:

@@ -4,6 +4,7 @@ loading the written file back and running it on sample images."""
 from __future__ import annotations
 
 import contextlib
+import io
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +35,11 @@ def write_torchscript(model: MustModel, tmp: Path, example: torch.Tensor) -> Non
     head = probability_head(model.to("cpu"))
     with quiet_jit(), plain_attention(), torch.no_grad():
         traced = torch.jit.trace(head, example, check_trace=False)
-        torch.jit.save(traced, str(tmp))
+        # Through memory, then a Python write: torch.jit.save straight to a path aborts the
+        # whole process (C++ terminate) when the disk fills; a Python write raises ENOSPC.
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+    tmp.write_bytes(buffer.getbuffer())
 
 
 def check_torchscript(tmp: Path, samples: torch.Tensor, expected: np.ndarray, *, final: Path,

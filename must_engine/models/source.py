@@ -143,7 +143,18 @@ def read_model_config(spec: ModelSpec, on_event: EventSink | None = None,
         if not path.is_file():
             raise ModelError(f"No {CONFIG_NAME} in {path.parent}; point to an open_clip model "
                              "folder.")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        if not local_weight_files(path.parent):
+            raise ModelError(f"The model folder {path.parent} has a {CONFIG_NAME} but no weights "
+                             "(open_clip_model.safetensors, or a .bin/.pth file); copy the "
+                             "weights file into it.")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ModelError(f"{path} cannot be read as JSON ({exc}); copy the model folder "
+                             "again.") from exc
+        if not isinstance(data, dict):
+            raise ModelError(f"{path} is not an open_clip model config; copy the model folder "
+                             "again.")
         return data.get("model_cfg", data)
     if spec.kind == "hf-hub":
         repo = spec.model[len(HF_PREFIX):]
@@ -156,6 +167,13 @@ def read_model_config(spec: ModelSpec, on_event: EventSink | None = None,
         raise ModelError(f"Unknown model '{spec.model}'. Run `must models` for the names open_clip "
                          "knows, or give hf-hub:ORG/REPO or a local model folder.")
     return cfg
+
+
+def local_weight_files(folder: Path) -> list[Path]:
+    """The weight files open_clip would look for in a local model folder (it silently builds
+    a randomly initialised model when there are none)."""
+    return sorted(p for pattern in ("*.safetensors", "*.bin", "*.pth")
+                  for p in Path(folder).glob(pattern) if p.is_file())
 
 
 def check_is_vit(model_cfg: dict[str, Any], name: str) -> None:
@@ -301,6 +319,10 @@ def load_clip(
         raise ModelError(f"The weights file of {spec.label} is damaged "
                          f"({str(exc).splitlines()[0][:200]}); delete it (a cached download: "
                          "see `must models` for the cache) so that it is fetched again.") from exc
+    except Exception as exc:  # noqa: BLE001 - pickled non-weights raise assorted types
+        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"Could not load {spec.label}: {text} (are the weights damaged, or not "
+                         "an open_clip checkpoint?)") from exc
     from open_clip.transformer import VisionTransformer
 
     visual = model.visual

@@ -7,8 +7,10 @@ uninterrupted one, whatever the number of loader workers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +171,57 @@ def auto_workers(requested: int, device: torch.device | str = "cpu") -> int:
     return loader_plan(device, requested).workers
 
 
+# Signals a terminal sends to its whole foreground process group (Ctrl-C, a closed terminal).
+# Loader workers must survive them so the main process can stop cleanly and checkpoint.
+TERMINAL_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGHUP") if hasattr(signal, n))
+
+
+def ignore_terminal_signals(_worker_id: int = 0) -> None:
+    """Loader worker start-up: leave Ctrl-C and hang-ups to the main process."""
+    for sig in TERMINAL_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)  # also discards any that arrived while blocked
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, TERMINAL_SIGNALS)
+
+
+@contextlib.contextmanager
+def terminal_signals_blocked() -> Iterator[None]:
+    """Block terminal signals on this thread while loader workers start: the spawned
+    children inherit the mask, so a Ctrl-C during their start-up cannot kill them before
+    ``ignore_terminal_signals`` runs. The parent gets the signal when the block lifts."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINAL_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def batches_until_stop(loader: DataLoader, control, width: int = 4) -> Iterator:
+    """The loader's batches until ``control`` asks to stop; then one tuple of ``width``
+    Nones, so the trainer reaches its stop check at once instead of waiting for another
+    batch. A worker that died while a stop was asked for (a signal sent to the whole process
+    group) ends the epoch the same way instead of failing the run."""
+    with terminal_signals_blocked():
+        batches = iter(loader)
+    while True:
+        if control.stop_requested:
+            yield (None,) * width
+            return
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError:
+            if control.stop_requested:
+                yield (None,) * width
+                return
+            raise
+        yield batch
+
+
 def make_loader(dataset: Dataset, indices: Sequence[int] | Sampler, batch_size: int,
                 workers: int | LoaderPlan, *, drop_last: bool,
                 pin_memory: bool = False) -> DataLoader:
@@ -179,6 +232,7 @@ def make_loader(dataset: Dataset, indices: Sequence[int] | Sampler, batch_size: 
         # spawn, not fork: the app trains on a thread of a multi-threaded Qt process, where a
         # forked child can deadlock. Persistent workers pay the spawn once per run.
         kwargs = {"multiprocessing_context": "spawn", "persistent_workers": plan.persistent,
-                  "prefetch_factor": plan.prefetch_factor}
+                  "prefetch_factor": plan.prefetch_factor,
+                  "worker_init_fn": ignore_terminal_signals}
     return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=plan.workers,
                       drop_last=drop_last, pin_memory=plan.pin_memory, **kwargs)

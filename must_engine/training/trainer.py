@@ -46,6 +46,7 @@ from must_engine.masking import (
 from must_engine.models.must_model import MustModel, architecture_of, must_model_from_config
 from must_engine.models.source import load_clip
 from must_engine.probe import probe_events
+from must_engine.run_lock import run_lock
 from must_engine.runs import (
     CHECKPOINT_FILE,
     IMAGES_FILE,
@@ -64,12 +65,14 @@ from must_engine.training.control import TrainControl
 from must_engine.training.data import (
     EpochSampler,
     TwoViewDataset,
+    batches_until_stop,
     epoch_order,
     loader_plan,
     make_loader,
     mix_seed,
 )
 from must_engine.training.ema import EmaTeacher, ema_decay
+from must_engine.training.event_log import open_event_log
 from must_engine.training.label_free import RunScorer, starting_classifiers
 from must_engine.training.learning_check import NoConfidentLabelsWatch
 from must_engine.training.losses import (
@@ -79,7 +82,8 @@ from must_engine.training.losses import (
     pseudo_labels,
     self_training_loss,
 )
-from must_engine.training.optim import build_optimizer, cosine_lr, set_lr
+from must_engine.training.optim import build_optimizer, cosine_lr, param_groups, set_lr
+from must_engine.training.resume import apply_resume
 from must_engine.trust.collapse import CollapseWatch
 from must_engine.trust.corrections import FixedLabels
 from must_engine.trust.user_labels import read_run_labels, training_files
@@ -94,6 +98,13 @@ METRIC_NAMES = ("loss_st", "loss_fair", "loss_mim", "loss_align", "loss_total",
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message says why and what to do."""
+
+
+def _torch_save(obj, path: Path) -> None:
+    # Through a Python file: a full disk then raises OSError(ENOSPC) instead of a chain of
+    # C++ stream errors.
+    with open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def _emit(on_event: EventSink | None, event: Event) -> None:
@@ -306,6 +317,11 @@ class Trainer:
         self.kept_events: list[Event] = []
         if (self.info.path / CHECKPOINT_FILE).is_file():
             self._load_checkpoint()
+            # A resume may change the weight decay; the loaded groups carry the saved one.
+            fresh = param_groups(self.student, weight_decay=s.weight_decay,
+                                 layer_decay=s.layer_decay, num_layers=layers)
+            for group, want in zip(self.optimizer.param_groups, fresh, strict=True):
+                group["weight_decay"] = want["weight_decay"]
 
     # ---- state -------------------------------------------------------------------------
     def _reset_epoch_stats(self) -> None:
@@ -342,7 +358,7 @@ class Trainer:
         if not self.is_main:
             return path
         state = self._checkpoint_state()
-        atomic_write(path, lambda p: torch.save(state, p))
+        atomic_write(path, lambda p: _torch_save(state, p))
         self.info.data.update(step=self.step, total_steps=self.total_steps)
         self._record_unreadable()
         self.info.save()
@@ -359,7 +375,8 @@ class Trainer:
         self.student.load_state_dict(state["student"])
         self.teacher.load_state_dict(state["teacher"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when saved without loss scaling (precision may change)
+            self.scaler.load_state_dict(state["scaler"])
         self.fair.load_state_dict(state["fair"])
         st = state["epoch_stats"]
         self.ep_counts, self.ep_confident, self.ep_hist = st["counts"], st["confident"], st["hist"]
@@ -493,7 +510,8 @@ class Trainer:
         self.info.data["status"] = "running"
         if self.is_main:
             self.info.save()
-        log = (open(self.info.path / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        log = (open_event_log(self.info.path / METRICS_FILE,  # noqa: SIM115
+                              self.info.data.get("metrics_bytes") if self.step else 0)
                if self.is_main else None)
 
         def out(event: Event) -> Event:
@@ -501,6 +519,9 @@ class Trainer:
 
             if log is not None:
                 log.write(json.dumps(event.to_dict()) + "\n")
+                if isinstance(event, CheckpointSaved):  # where a resume from it trims the log
+                    self.info.data["metrics_bytes"] = log.tell()
+                    self.info.save()
             return event
 
         try:
@@ -526,7 +547,7 @@ class Trainer:
                 self.sampler.set_order(epoch, order)
                 loader = self.loader
                 epoch_t0 = time.perf_counter()
-                for weak, strong, index, reasons in loader:
+                for weak, strong, index, reasons in batches_until_stop(loader, control):
                     if control.pause_requested and not control.stop_requested:
                         yield from self._flush(pending, window_start, step_seconds, out)
                         pending = []
@@ -540,6 +561,7 @@ class Trainer:
                     if self._stop_requested(control):
                         yield from self._flush(pending, window_start, step_seconds, out)
                         self.ep_seconds += time.perf_counter() - epoch_t0
+                        self.check_weights_finite()
                         path = self.save_checkpoint()
                         yield out(CheckpointSaved(str(path), self.step, epoch))
                         self.info.data["status"] = "stopped"
@@ -577,9 +599,11 @@ class Trainer:
                 self.info.data["selection"] = self.scorer.selection.to_dict()
                 self._reset_epoch_stats()
                 self._save_pseudo_labels()
+                self.check_weights_finite()
                 if self.step < self.total_steps:
                     path = self.save_checkpoint()
                     yield out(CheckpointSaved(str(path), self.step, epoch))
+            self.check_weights_finite()
             model_path = self._finish()
             for event in self.kept_events:
                 yield out(event)
@@ -602,6 +626,17 @@ class Trainer:
         """One loader for the whole run: its worker processes start once, not every epoch."""
         return make_loader(self.dataset, self.sampler, self.rank_batch, self.loader_plan,
                            drop_last=True)
+
+    def check_weights_finite(self) -> None:
+        """A non-finite weight can hide behind a finite loss (a term switched off, a batch
+        with no confident label); never checkpoint or keep such a model."""
+        for name, module in (("student", self.student), ("teacher", self.teacher.module)):
+            for pname, p in module.named_parameters():
+                if not bool(torch.isfinite(p).all()):
+                    raise TrainingError(
+                        f"The {name} model's weights became non-finite ({pname}) at step "
+                        f"{self.step}; lower the learning rate or weight decay, or set "
+                        "precision to fp32, and resume.")
 
     def _flush(self, pending, window_start, step_seconds, out) -> Iterator[Event]:
         """Read the pending steps' metrics from the device in one transfer."""
@@ -710,24 +745,27 @@ def train(job: TrainJob, run_dir: str | Path, *, control: TrainControl | None = 
     run_dir = Path(run_dir)
     env = env_from_launcher()
     if env is None:
-        _prepare_or_check(job, run_dir, resume=resume, device=device, on_event=on_event)
-        trainer = Trainer(run_dir, device=device)
-        yield from trainer.run(control)
+        with run_lock(run_dir):
+            _prepare_or_check(job, run_dir, resume=resume, device=device, on_event=on_event)
+            trainer = Trainer(run_dir, device=device)
+            yield from trainer.run(control)
         return
     # Under torchrun: rank 0 prepares the run folder while the others wait for it; only
-    # rank 0's events come out (the others train silently alongside).
+    # rank 0's events come out (the others train silently alongside). Rank 0 holds the lock.
     group = start_distributed(env)
     try:
-        if group.is_main:
-            _prepare_or_check(job, run_dir, resume=resume, device=device, on_event=on_event)
-        group.barrier()
-        trainer = Trainer(run_dir, device=device, distributed=group)
-        events = trainer.run(control)
-        if group.is_main:
-            yield from events
-        else:
-            for _ in events:
-                pass
+        with run_lock(run_dir) if group.is_main else contextlib.nullcontext():
+            if group.is_main:
+                _prepare_or_check(job, run_dir, resume=resume, device=device,
+                                  on_event=on_event)
+            group.barrier()
+            trainer = Trainer(run_dir, device=device, distributed=group)
+            events = trainer.run(control)
+            if group.is_main:
+                yield from events
+            else:
+                for _ in events:
+                    pass
     finally:
         group.close()
 
@@ -738,5 +776,7 @@ def _prepare_or_check(job: TrainJob, run_dir: Path, *, resume: bool, device: str
         info = open_run(run_dir)
         if info.status == "finished":
             raise RunError(f"The run in {run_dir} has already finished; start a new one.")
+        overrides = job.settings.to_dict() if job.settings is not None else job.overrides
+        apply_resume(info, overrides, job)
     else:
         prepare_run(job, run_dir, on_event=on_event, device=device)
