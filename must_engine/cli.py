@@ -567,8 +567,8 @@ def cmd_predict(args) -> int:
                        "that `must train --out` wrote.")
     _check_image_folder(args.images)
     _check_csv_out(args.out, args.overwrite)
-    if args.batch_size < 1:
-        raise CliError(f"--batch-size must be at least 1 (got {args.batch_size}).")
+    if args.batch_size < 0:
+        raise CliError(f"--batch-size must be 0 (automatic) or more (got {args.batch_size}).")
     from must_engine.predict import predict_run
 
     preds = predict_run(args.run, args.images, device=args.device, batch_size=args.batch_size,
