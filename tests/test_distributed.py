@@ -20,15 +20,18 @@ from must_engine.distributed import DistEnv, Distributed, env_from_launcher
 from must_engine.predict import predict_run
 from must_engine.weights import read_weights
 
+# --keep last: the saved model is the EMA teacher (not a label-free pick among classifiers).
 # A learning rate and EMA decay far above the defaults, so that 8 steps move the teacher
 # well beyond the tolerance the comparison allows (at the defaults it moves ~1e-8).
 SETTINGS = ["--epochs", "2", "--batch-size", "6", "--seed", "3", "--mask-ratio", "0.25",
             "--base-lr", "0.05", "--ema-decay-init", "0.8", "--ema-decay-final", "0.8",
-            "--threshold", "0.8", "--device", "cpu", "--quiet"]
+            "--threshold", "0.8", "--keep", "last", "--device", "cpu", "--quiet"]
 # Teacher weights, 2 processes against 1 (CPU, gloo, 8 steps): measured max |difference|
-# 1.1e-5 (the pixel decoder's bias, under an L1 loss), 1.2e-7 elsewhere.
+# 6e-8 (1.1e-5 on the pixel decoder's bias at threshold 0.5, under its L1 loss).
 TOLERANCE = 5e-5
-KEY_BIAS_TOLERANCE = 2e-3
+# The attention key bias has an exact gradient of zero, so AdamW turns float rounding into
+# full-size steps (8 steps of lr 1.2e-3 bound it by ~1e-2): measured 1.8e-3.
+KEY_BIAS_TOLERANCE = 1e-2
 
 
 def _args(image_folder, class_names, model_dir, out, *extra):
@@ -66,8 +69,7 @@ def test_two_processes_train_like_one(tmp_path, image_folder, class_names, tiny_
     for k in a:
         diff = (a[k] - b[k]).abs()
         if k.endswith("attn.in_proj_bias"):
-            # The attention key bias has an exact gradient of zero (softmax ignores a shift),
-            # so AdamW turns float rounding noise into full-size steps there: measured 2.8e-4.
+            # softmax ignores a shift of the keys: see KEY_BIAS_TOLERANCE
             q, key, v = diff.view(3, -1)
             assert key.max() < KEY_BIAS_TOLERANCE, (k, key.max())
             diff = torch.cat([q, v])
