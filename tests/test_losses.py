@@ -14,6 +14,7 @@ from must_engine.training.losses import (
     pseudo_labels,
     self_training_loss,
 )
+from tests.host_reads import record_host_reads
 
 
 def test_pseudo_labels_threshold_is_strict():
@@ -135,25 +136,7 @@ def test_invalid_samples_take_part_in_no_loss():
 
 def test_losses_read_nothing_back_from_the_device(monkeypatch):
     """No .item(), no `if tensor`, no boolean indexing: each would stall a GPU every step."""
-    calls = []
-
-    def forbid(name, original):
-        def wrapper(self, *args, **kwargs):
-            calls.append(name)
-            return original(self, *args, **kwargs)
-        return wrapper
-
-    original_getitem = torch.Tensor.__getitem__
-
-    def getitem(self, key):
-        keys = key if isinstance(key, tuple) else (key,)
-        if any(isinstance(k, torch.Tensor) and k.dtype == torch.bool for k in keys):
-            calls.append("boolean index")
-        return original_getitem(self, key)
-
-    for name in ("item", "__bool__", "tolist", "nonzero"):
-        monkeypatch.setattr(torch.Tensor, name, forbid(name, getattr(torch.Tensor, name)))
-    monkeypatch.setattr(torch.Tensor, "__getitem__", getitem)
+    calls = record_host_reads(monkeypatch, ("item", "__bool__", "tolist", "nonzero"))
     logits = torch.randn(4, 3)
     labels, _conf, confident = pseudo_labels(logits, 0.5)
     self_training_loss(logits, labels, confident)

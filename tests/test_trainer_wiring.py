@@ -9,7 +9,6 @@ records what the modules and losses received.
 from __future__ import annotations
 
 import copy
-import sys
 
 import pytest
 import torch
@@ -20,6 +19,7 @@ from must_engine.models.source import ModelSpec
 from must_engine.runs import TrainJob
 from must_engine.training.ema import ema_decay
 from must_engine.training.trainer import Trainer, prepare_run
+from tests.host_reads import record_host_reads
 
 BATCH = 6
 
@@ -200,31 +200,8 @@ def test_a_step_reads_nothing_back_from_the_device(trainer, monkeypatch):
     of a step: on a GPU each waits for the queued work (metrics are read back every few steps
     instead). torch's own internals (the CPU optimiser's step counter) are not counted."""
     weak, strong, index = views()
-    calls = []
-
-    def from_engine() -> bool:
-        caller = sys._getframe(2).f_code.co_filename
-        return "must_engine" in caller
-
-    def record(name, original):
-        def wrapper(*args, **kwargs):
-            if from_engine():
-                calls.append(name)
-            return original(*args, **kwargs)
-        return wrapper
-
-    original_getitem = torch.Tensor.__getitem__
-
-    def getitem(self, key):
-        keys = key if isinstance(key, tuple) else (key,)
-        if any(isinstance(k, torch.Tensor) and k.dtype == torch.bool for k in keys):
-            calls.append("boolean index")
-        return original_getitem(self, key)
-
-    for name in ("item", "__bool__", "tolist", "nonzero", "cpu"):
-        monkeypatch.setattr(torch.Tensor, name, record(name, getattr(torch.Tensor, name)))
-    monkeypatch.setattr(torch.Tensor, "__getitem__", getitem)
-    monkeypatch.setattr(torch, "bincount", record("bincount", torch.bincount))
+    calls = record_host_reads(monkeypatch, ("item", "__bool__", "tolist", "nonzero", "cpu"),
+                              only_from_engine=True, functions=("bincount",))
     metrics = trainer.train_step(weak, strong, index)
     monkeypatch.undo()
     assert calls == []
