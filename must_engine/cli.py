@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, help="run folder to write (default: ./must-run-<time>)")
     t.add_argument("--resume", action="store_true",
                    help="continue the stopped run in --out from its last checkpoint")
+    t.add_argument("--labels", type=Path, metavar="CSV",
+                   help="labels you know (CSV with columns path,label; paths relative to the "
+                        "image folder): fixed labels for this run, like corrections in the app")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="train with N data-parallel processes on this machine (one per GPU), "
@@ -510,6 +513,9 @@ def cmd_train(args) -> int:
     if args.resume:
         if out is None:
             raise CliError("--resume needs --out RUN, the folder of the run to continue.")
+        if args.labels is not None:
+            raise CliError("A resumed run keeps the labels it started with; drop --labels (or "
+                           "start a new run with them).")
         if not (out / "run.json").is_file():
             raise CliError(f"{out} holds no run to resume (no run.json); give the --out folder "
                            "of a stopped run.")
@@ -528,6 +534,7 @@ def cmd_train(args) -> int:
     _check_image_folder(args.images)
     names = _class_names(args)
     templates = _templates(args)
+    known = _known_labels(args.labels, args.images, names) if args.labels is not None else None
     if not args.model:
         raise CliError("Name a model with --model (e.g. --model ViT-B-32 --pretrained "
                        "laion2b_s34b_b79k), or a local model folder.")
@@ -544,10 +551,37 @@ def cmd_train(args) -> int:
     spec = ModelSpec.parse(args.model, args.pretrained)
     _precheck(spec)
     job = TrainJob(args.images, names, spec, templates, overrides=overrides)
+    if known is not None:
+        from must_engine.trust.user_labels import write_run_labels
+
+        # The trainer reads them from the run folder, as it does the app's corrections.
+        write_run_labels(out, known, names)
     code = _run_training(job, out, resume=False, quiet=args.quiet)
     if _is_rank0():
         print(out)
     return code
+
+
+def _known_labels(csv_path: Path, images: Path, names: list[str]):
+    """``--labels``: the CSV's labels as a label store, every path checked against the folder
+    (a path that matches no image would silently train on nothing)."""
+    from must_engine.evaluate import read_labels_csv
+    from must_engine.trust.user_labels import UserLabels
+
+    if csv_path.is_dir():
+        raise CliError(f"The labels file {csv_path} is a folder; give a CSV with the columns "
+                       "path,label.")
+    known = read_labels_csv(csv_path, names)
+    if not known:
+        raise CliError(f"{csv_path} holds no labels; add rows of path,label or drop --labels.")
+    missing = sorted(p for p in known if not (images / p).is_file())
+    if missing:
+        raise CliError(f"{csv_path} names {len(missing)} image(s) that are not in {images} "
+                       f"(first: {missing[0]}); give paths relative to the image folder.")
+    store = UserLabels()
+    for path, index in known.items():
+        store.set_label(path, names[index], "labels")
+    return store
 
 
 def _check_csv_out(path: Path, overwrite: bool) -> None:

@@ -103,3 +103,61 @@ def test_resume_continues_a_stopped_run(tmp_path, tiny_model_dir, image_folder, 
                              capsys)
     assert code == 0, err
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+def test_train_labels_csv_are_fixed_labels_for_the_run(tmp_path, tiny_model_dir, image_folder,
+                                                       class_names, capsys):
+    from must_engine.runs import METRICS_FILE
+    from must_engine.trust.user_labels import read_run_labels
+
+    red = [f"red circle/red circle_{i:03d}.png" for i in range(8)]
+    labels = tmp_path / "known.csv"
+    # deliberately "wrong" labels: the run must train on them, whatever the teacher says
+    labels.write_text("path,label\n" + "".join(f"{p},blue circle\n" for p in red))
+    # threshold 0.99: the random tiny model is never that sure, so only fixed labels give a
+    # self-training loss
+    common = ["--classes", ",".join(class_names), "--model", tiny_model_dir, "--epochs", 1,
+              "--batch-size", 6, "--seed", 1, "--threshold", 0.99, "--no-mim",
+              "--no-align", "--quiet"]
+
+    def st_losses(run):
+        rows = [json.loads(line) for line in (run / METRICS_FILE).read_text().splitlines()]
+        return [r["loss_st"] for r in rows if "loss_st" in r]
+
+    plain = tmp_path / "plain"
+    code, out, err = run_cli(["train", image_folder, *common, "--out", plain], capsys)
+    assert code == 0, err
+    assert st_losses(plain) and not any(st_losses(plain))
+
+    run = tmp_path / "labelled"
+    code, out, err = run_cli(["train", image_folder, *common, "--out", run, "--labels", labels],
+                             capsys)
+    assert code == 0, err
+    blue = class_names.index("blue circle")
+    assert read_run_labels(run, class_names).fixed == {p: blue for p in red}
+    assert any(st_losses(run))
+
+    # the run keeps them: a resume may not change them
+    code, out, err = run_cli(["train", image_folder, "--out", run, "--resume", "--labels",
+                              labels], capsys)
+    assert code == 2 and "keeps the labels it started with" in err
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("path,label\nred circle/red circle_000.png,purple\n", "not one of the classes"),
+    ("path,label\nred circle/nope.png,blue circle\n", "not in"),
+    ("file,class\nred circle/red circle_000.png,blue circle\n", "columns 'path' and 'label'"),
+    ("path,label\n", "holds no labels"),
+])
+def test_train_bad_labels_csv_is_one_clear_line(rows, message, tmp_path, tiny_model_dir,
+                                                image_folder, class_names, capsys):
+    labels = tmp_path / "known.csv"
+    labels.write_text(rows)
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", image_folder, "--classes", ",".join(class_names),
+                              "--model", tiny_model_dir, "--out", run, "--labels", labels],
+                             capsys)
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and message in lines[0], err
+    assert not (run / "run.json").exists()
