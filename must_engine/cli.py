@@ -462,9 +462,15 @@ def _check_image_folder(images: Path) -> None:
     """The image folder exists, is a folder, can be read and holds image files (no decode)."""
     import os
 
-    from must_engine.images import has_image_suffix
+    from must_engine.images import FolderPathTooLongError, has_image_suffix, is_name_too_long
 
-    if not images.exists():
+    try:
+        found = images.exists()
+    except OSError as exc:
+        if is_name_too_long(exc):
+            raise FolderPathTooLongError(images) from exc
+        raise
+    if not found:
         raise CliError(f"Image folder {images} was not found; check the path.")
     if not images.is_dir():
         raise CliError(f"{images} is a file, not a folder; give the folder that holds the "

@@ -6,6 +6,7 @@ orientation, alpha, palette, CMYK and high bit depth are handled the same way ev
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -39,6 +40,36 @@ class ImageLoadError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"Could not load {self.path}: {reason}.")
+
+
+class FolderPathTooLongError(ValueError):
+    """The chosen folder's path cannot be used: a name in it, or the whole path, is longer
+    than the operating system allows (ENAMETOOLONG)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        longest = max(Path(self.path).parts, key=lambda part: len(os.fsencode(part)), default="")
+        # Most drives allow 255 bytes per name: a longer one cannot be a folder on disk, so
+        # it is a mistyped or pasted path; otherwise the folder is nested too deep.
+        shown = _shorten(self.path)
+        if len(os.fsencode(longest)) > 255:
+            message = (f"The folder path {shown} holds a name of {len(longest)} characters, "
+                       "longer than a folder name can be; check the path.")
+        else:
+            message = (f"The folder path {shown} is longer than this system allows; move the "
+                       "images to a folder with a shorter path and use that one.")
+        super().__init__(message)
+
+
+def _shorten(text: str, keep: int = 30) -> str:
+    """The start and end of a long path or name, so a message stays readable."""
+    return text if len(text) <= 2 * keep + 3 else f"{text[:keep]}...{text[-keep:]}"
+
+
+def is_name_too_long(exc: BaseException) -> bool:
+    # Windows reports ERROR_FILENAME_EXCED_RANGE (206) with errno ENOENT.
+    return isinstance(exc, OSError) and (exc.errno == errno.ENAMETOOLONG
+                                         or getattr(exc, "winerror", None) == 206)
 
 
 @dataclass(frozen=True)
@@ -82,11 +113,13 @@ def _walk_candidates(root: Path) -> tuple[list[str], list[SkippedFile]]:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
+            if not rel and is_name_too_long(exc):
+                raise FolderPathTooLongError(root) from exc
             if not rel:
                 raise PermissionError(
                     f"Cannot read the folder {root} ({exc.strerror or exc}); check its permissions."
                 ) from exc
-            skipped.append(SkippedFile(rel, f"folder not readable ({exc.strerror or exc})"))
+            skipped.append(SkippedFile(rel, _folder_reason(exc)))
             continue
         subdirs: list[tuple[Path, str]] = []
         for entry in entries:
@@ -101,7 +134,7 @@ def _walk_candidates(root: Path) -> tuple[list[str], list[SkippedFile]]:
                 try:
                     st = entry.stat(follow_symlinks=True)
                 except OSError as exc:
-                    skipped.append(SkippedFile(entry_rel, f"folder not readable ({exc.strerror})"))
+                    skipped.append(SkippedFile(entry_rel, _folder_reason(exc)))
                     continue
                 key = (st.st_dev, st.st_ino)
                 if key in seen_dirs:
@@ -129,8 +162,19 @@ def _walk_candidates(root: Path) -> tuple[list[str], list[SkippedFile]]:
     return files, skipped
 
 
+_PATH_TOO_LONG = "path too long for this system; move it to a shorter path"
+
+
+def _folder_reason(exc: OSError) -> str:
+    if is_name_too_long(exc):
+        return _PATH_TOO_LONG
+    return f"folder not readable ({exc.strerror or exc})"
+
+
 def _reason_for(exc: BaseException) -> str:
     """A short human reason for a decode failure."""
+    if is_name_too_long(exc):
+        return _PATH_TOO_LONG
     if isinstance(exc, Image.DecompressionBombError):
         return "image too large to open safely"
     if isinstance(exc, UnidentifiedImageError):
@@ -186,6 +230,24 @@ def _default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def check_folder(folder: Path) -> None:
+    """Raise one clear sentence when ``folder`` is missing, a file, or a path too long."""
+    try:
+        exists, is_dir = folder.exists(), folder.is_dir()
+    except OSError as exc:
+        if is_name_too_long(exc):
+            raise FolderPathTooLongError(folder) from exc
+        raise
+    if not exists:
+        raise FileNotFoundError(
+            f"The folder {folder} does not exist; choose an existing folder of images."
+        )
+    if not is_dir:
+        raise NotADirectoryError(
+            f"{folder} is a file, not a folder; choose the folder that holds the images."
+        )
+
+
 def scan_folder(
     root: str | os.PathLike[str],
     *,
@@ -201,14 +263,7 @@ def scan_folder(
     files and ends the scan early (the result then has cancelled=True).
     """
     root_path = Path(root).expanduser().absolute()
-    if not root_path.exists():
-        raise FileNotFoundError(
-            f"The folder {root_path} does not exist; choose an existing folder of images."
-        )
-    if not root_path.is_dir():
-        raise NotADirectoryError(
-            f"{root_path} is a file, not a folder; choose the folder that holds the images."
-        )
+    check_folder(root_path)
     candidates, skipped = _walk_candidates(root_path)
     total = len(candidates)
     if progress is not None:

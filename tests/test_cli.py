@@ -63,6 +63,7 @@ def test_train_predict_eval_end_to_end(tmp_path, tiny_model_dir, image_folder, c
      "ResNet"),
     (["train", "{empty}", "--classes", "cat,dog", "--model", "{model}"], "No image files"),
     (["train", "{images}", "--classes", "cat,dog"], "--model"),
+    (["train", "{too_long}", "--classes", "a,b", "--model", "{model}"], "holds a name of 300"),
     (["predict", "{missing}", "{images}"], "not found"),
     (["eval", "{missing}", "{images}"], "not found"),
 ])
@@ -72,7 +73,7 @@ def test_bad_input_gives_one_clear_line(args, message, tmp_path, tiny_model_dir,
     empty.mkdir()
     (empty / "notes.txt").write_text("not an image")
     subs = {"{missing}": tmp_path / "nope", "{images}": image_folder, "{model}": tiny_model_dir,
-            "{empty}": empty}
+            "{empty}": empty, "{too_long}": tmp_path / ("a" * 300)}
     argv = [str(subs.get(a, a)) for a in args]
     code, out, err = run_cli(argv + ["--out", tmp_path / "run"] if args[0] == "train" else argv,
                              capsys)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from must_engine.images import (
     IMAGE_SUFFIXES,
+    FolderPathTooLongError,
     FolderScan,
     ImageLoadError,
     SkippedFile,
@@ -155,6 +156,57 @@ def test_missing_folder_gives_one_clear_sentence(tmp_path: Path) -> None:
     _solid().save(f)
     with pytest.raises(NotADirectoryError, match="not a folder"):
         scan_folder(f)
+
+
+def test_a_name_too_long_gives_one_clear_sentence(tmp_path: Path) -> None:
+    # Not the raw "[Errno 36] File name too long" with the whole path in it.
+    with pytest.raises(FolderPathTooLongError, match="holds a name of 300 characters") as info:
+        scan_folder(tmp_path / ("a" * 300))
+    message = str(info.value)
+    assert "Errno" not in message and "a" * 80 not in message
+    assert message.endswith("check the path.") and message.count(".") <= 4
+
+
+def _jpeg_bytes() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    _solid().save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="dir_fd is POSIX-only")
+def test_paths_over_the_system_limit_say_what_to_do(tmp_path: Path) -> None:
+    """A folder nested deeper than the OS path limit (made through folder handles, as a
+    program can): files and folders past the limit are skipped with the reason, and choosing
+    such a folder gives one sentence saying to move the images."""
+    root = tmp_path / "root"
+    root.mkdir()
+    _solid().save(root / "a.jpg")
+    path, fd = root, os.open(root, os.O_RDONLY)
+    try:
+        while len(str(path)) + 101 < 4050:  # Linux's PATH_MAX is 4096 bytes
+            name = "d" * 100
+            os.mkdir(name, dir_fd=fd)
+            fd_next = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd, path = fd_next, path / name
+        long_file = "f" * (4100 - len(str(path))) + ".jpg"  # fits in the folder, not the path
+        for name, data in ((long_file, _jpeg_bytes()),):
+            out = os.open(name, os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+            os.write(out, data)
+            os.close(out)
+        os.mkdir("g" * 100, dir_fd=fd)  # a folder whose own path is past the limit
+    finally:
+        os.close(fd)
+    scan = scan_folder(root)
+    assert scan.files == ["a.jpg"]
+    reasons = {s.path.rsplit("/", 1)[-1][:1]: s.reason for s in scan.skipped}
+    assert set(reasons) == {"f", "g"}
+    assert all(r.startswith("path too long for this system") for r in reasons.values())
+    with pytest.raises(FolderPathTooLongError, match="move the images to a folder with a "
+                       "shorter path"):
+        scan_folder(path / ("g" * 100))
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")

@@ -38,6 +38,16 @@ def test_a_long_folder_error_keeps_both_columns_in_the_window(window, qtbot, tmp
         assert right <= viewport.width(), (card.title(), right, viewport.width())
 
 
+def test_a_folder_path_too_long_says_what_to_do(window, qtbot, tmp_path):
+    page = setup_page(window, tmp_path)
+    page.set_folder(tmp_path / ("a" * 300) / "photos")
+    qtbot.waitUntil(lambda: not page.scan_bar.isVisible(), timeout=SCAN_MS)
+    text = page.scan_label.text()
+    assert "holds a name of 300 characters" in text and "check the path" in text, text
+    assert "Errno" not in text
+    assert not page.start_button.isEnabled()
+
+
 def test_the_zero_shot_preview_comes_into_view_with_advanced_settings_open(
         window, qtbot, tmp_path, image_folder):
     page = setup_page(window, tmp_path)
