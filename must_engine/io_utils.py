@@ -3,7 +3,8 @@
 A staged write goes to a hidden ``.<name>.<pid>-<random>.part`` beside the target and is
 renamed into place only when complete. The final file gets the mode a plain ``open()`` would
 have given it (``mkstemp`` makes owner-only files), a full disk becomes one ``DiskFullError``
-naming the file, and parts left by a killed process are removed by the next write.
+naming the file, and parts left by a killed process are removed by the next write (those of
+older versions, named without a pid, once a day old).
 """
 
 from __future__ import annotations
@@ -119,23 +120,77 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# Parts staged before the writer's pid went into the name (".<name>.<8 random>.part", from
+# tempfile.mkstemp/mkdtemp) name no process to ask whether it is still writing: they are
+# removed only once nothing in them has changed for a day, far longer than any write takes.
+UNNAMED_WRITER_AGE_S = 24 * 3600
+_MKSTEMP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _writer_pid(entry: str, head: str) -> int | None:
+    """The pid in a staged name ``<head><pid>-<random>.part``; None for a name without one."""
+    middle = entry[len(head):-len(PART_SUFFIX)]
+    pid_text, dash, rest = middle.partition("-")
+    return int(pid_text) if dash and pid_text.isdigit() and rest else None
+
+
+def _is_unnamed_part(entry: str, head: str) -> bool:
+    """``<head><8 mkstemp characters>.part``: the staged names written before pids were."""
+    middle = entry[len(head):-len(PART_SUFFIX)]
+    return len(middle) == 8 and set(middle) <= _MKSTEMP_CHARS
+
+
+def _newest_change(path: Path) -> float:
+    """The latest modification time of ``path`` and, for a folder, of anything in it."""
+    newest = os.lstat(path).st_mtime
+    if stat.S_ISDIR(os.lstat(path).st_mode):
+        for folder, dirs, files in os.walk(path):
+            for name in dirs + files:
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+    return newest
+
+
+def _is_stale(path: Path, pid: int | None, now: float) -> bool:
+    if pid is not None and os.name == "posix":
+        return not _pid_alive(pid)
+    # No pid in the name, or no safe liveness probe (Windows): only what has not been
+    # written to for a day, so a live writer (of any version) is never cut short.
+    try:
+        return now - _newest_change(path) >= UNNAMED_WRITER_AGE_S
+    except OSError:
+        return False
+
+
 def remove_stale_parts(folder: Path, name: str) -> list[Path]:
-    """Delete ``.<name>.<pid>-*.part`` left beside ``name`` by processes that are gone."""
+    """Delete the staged parts of ``name`` that nothing is writing any more: ``.<name>.<pid>-*
+    .part`` whose process is gone, and parts without a pid (older versions) or on systems
+    that cannot ask about a pid once untouched for a day. Only plain files and real folders
+    with exactly these names are touched, never links."""
+    import time
+
     removed: list[Path] = []
     head = f".{name}."
     try:
         entries = os.listdir(folder)
     except OSError:
         return removed
+    now = time.time()
     for entry in entries:
         if not (entry.startswith(head) and entry.endswith(PART_SUFFIX)):
             continue
-        pid_text = entry[len(head):].split("-", 1)[0]
-        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
-            continue
+        pid = _writer_pid(entry, head)
+        if pid is None and not _is_unnamed_part(entry, head):
+            continue  # not a name this program stages under: the user's, left alone
         path = Path(folder) / entry
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) or not _is_stale(path, pid, now):
+            continue
         with contextlib.suppress(OSError):
-            if path.is_dir() and not path.is_symlink():
+            if stat.S_ISDIR(mode):
                 import shutil
 
                 shutil.rmtree(path, ignore_errors=True)

@@ -289,6 +289,52 @@ def test_parts_left_by_a_killed_writer_are_removed_by_the_next_write(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [mine.name, "run.json"]
 
 
+def test_parts_named_without_a_pid_are_removed_only_when_a_day_old(tmp_path):
+    """Older versions staged ``.<name>.<8 random>.part`` (no pid): nothing says whether a
+    live process still writes one, so only parts untouched for a day go, and only names of
+    exactly that shape; a folder counts as touched when anything inside it changed."""
+    from must_engine.io_utils import UNNAMED_WRITER_AGE_S, write_json
+
+    old = time.time() - UNNAMED_WRITER_AGE_S - 60
+
+    def aged(path, when=old):
+        os.utime(path, (when, when), follow_symlinks=False)
+        return path
+
+    stale_file = tmp_path / ".run.json.k2x_9q0a.part"
+    stale_file.write_text("half")
+    aged(stale_file)
+    stale_folder = tmp_path / ".run.json.ab12cd34.part"
+    (stale_folder / "sub").mkdir(parents=True)
+    (stale_folder / "sub" / "card.json").write_text("{}")
+    for p in (stale_folder / "sub" / "card.json", stale_folder / "sub", stale_folder):
+        aged(p)
+    live_file = tmp_path / ".run.json.zz99yy88.part"  # being written: changed just now
+    live_file.write_text("in progress")
+    live_folder = tmp_path / ".run.json.qq11ww22.part"  # old folder, a file inside now
+    live_folder.mkdir()
+    (live_folder / "weights.bin").write_text("in progress")
+    aged(live_folder)
+    users = tmp_path / "mine.txt"
+    users.write_text("the user's")
+    kept_names = [".run.json.notes.part", ".run.json.abcdefghij.part", ".run.json.ABCDEFGH.part",
+                  "run.json.abcdefgh.part", ".run.json.abcdefgh.partial"]
+    for name in kept_names:  # not names this program stages under
+        (tmp_path / name).write_text("user")
+        aged(tmp_path / name)
+    link = tmp_path / ".run.json.lnk12345.part"
+    os.symlink(users, link)
+    aged(link)
+    aged(users)
+
+    write_json(tmp_path / "run.json", {"ok": True})
+    assert not stale_file.exists() and not stale_folder.exists()
+    assert live_file.read_text() == "in progress"
+    assert (live_folder / "weights.bin").read_text() == "in progress"
+    assert all((tmp_path / name).read_text() == "user" for name in kept_names)
+    assert link.is_symlink() and users.read_text() == "the user's"
+
+
 class _FillingFile:
     """A file that takes ``room`` bytes, then fails like a full disk."""
 
