@@ -282,6 +282,8 @@ class InspectorPanel(QWidget):
     """Shows one image of a `Predictions` table. Vertical for the side panel, horizontal
     (picture left, details right) for the dialog."""
 
+    imageShown = Signal(int)  # the table row now shown (-1: none)
+
     def __init__(self, parent: QWidget | None = None, *, horizontal: bool = False) -> None:
         super().__init__(parent)
         self._pred: Predictions | None = None
@@ -324,9 +326,11 @@ class InspectorPanel(QWidget):
         dl.addWidget(self.before_bars)
         dl.addWidget(_section("Teacher in the last epoch"))
         dl.addWidget(self.pseudo_label)
-        dl.addWidget(_section("File"))
+        self._file_title = _section("File")
+        dl.addWidget(self._file_title)
         dl.addWidget(self.file_label)
         dl.addStretch(1)
+        self._details_layout = dl
         scroll = QScrollArea()
         scroll.setWidget(details)
         scroll.setWidgetResizable(True)
@@ -348,6 +352,12 @@ class InspectorPanel(QWidget):
     def item(self) -> int:
         return self._item
 
+    def add_detail(self, widget: QWidget) -> None:
+        """Show ``widget`` among the details, above the file's (the inspector window's
+        correction box)."""
+        dl = self._details_layout
+        dl.insertWidget(dl.indexOf(self._file_title), widget)
+
     def clear(self) -> None:
         self._item = -1
         self.preview.set_pixmap(None, "Select an image")
@@ -357,6 +367,7 @@ class InspectorPanel(QWidget):
         self.before_bars.set_rows([])
         self.pseudo_label.setText("")
         self.file_label.setText("")
+        self.imageShown.emit(-1)
 
     def set_image(self, predictions: Predictions, item: int,
                   pseudo: PseudoLabels | None = None, thumbnail: QPixmap | None = None) -> None:
@@ -395,6 +406,7 @@ class InspectorPanel(QWidget):
         self.preview.set_pixmap(thumbnail, "" if thumbnail is not None else "Loading…")
         self._abs_path = abs_path
         self._loader.load(abs_path)
+        self.imageShown.emit(item)
 
     def _on_loaded(self, image, info: FileInfo) -> None:
         if self._item < 0:

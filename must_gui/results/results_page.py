@@ -513,6 +513,7 @@ class ResultsPage(QWidget):
         if self._dialog is None:
             self._dialog = InspectorDialog(self)
             self._dialog.navigate.connect(self._step)
+            self.trust.attach_inspector_window(self._dialog)
         item = int(index.data(Roles.ITEM))
         self._dialog.panel.set_image(self._pred, item, self._pseudo,
                                      self.cache.peek(self.model.abs_path(item)))

@@ -7,6 +7,7 @@ The labels the user gives live in the project's labels file (``<project>_labels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,11 +42,13 @@ from must_gui.trust.spot_check_dialog import SpotCheckDialog
 
 
 class CorrectionBox(QWidget):
-    """Give the current image (or every selected one) a class of your own."""
+    """Give the current image (or every selected one) a class of your own. ``rows`` says
+    which table rows it acts on (default: the grid's selection, else its current image)."""
 
-    def __init__(self, panel: TrustPanel) -> None:
+    def __init__(self, panel: TrustPanel, rows: Callable[[], list[int]] | None = None) -> None:
         super().__init__()
         self.panel = panel
+        self._rows = rows or panel.selected_items
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.combo = QComboBox()
@@ -71,7 +74,7 @@ class CorrectionBox(QWidget):
         self.combo.addItems(names)
 
     def refresh(self) -> None:
-        rows = self.panel.selected_items()
+        rows = self._rows()
         pred = self.panel.pred
         if pred is None or not rows:
             self.status.setText("Select an image.")
@@ -98,10 +101,10 @@ class CorrectionBox(QWidget):
 
     def apply(self) -> None:
         name = self.combo.currentText()
-        self.panel.set_user_label(self.panel.selected_items(), name)
+        self.panel.set_user_label(self._rows(), name)
 
     def remove(self) -> None:
-        self.panel.set_user_label(self.panel.selected_items(), None, remove=True)
+        self.panel.set_user_label(self._rows(), None, remove=True)
 
 
 class TrustPanel(QWidget):
@@ -154,10 +157,36 @@ class TrustPanel(QWidget):
 
         self.correction = CorrectionBox(self)
         page.inspector.layout().addWidget(self.correction)
+        # the inspector window's own box, made with the window (attach_inspector_window)
+        self.window_correction: CorrectionBox | None = None
         # several images at once: Ctrl/Shift+click in the grid
         page.grid.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         page.grid.selectionModel().selectionChanged.connect(lambda *_: self.correction.refresh())
         self._enable()
+
+    def attach_inspector_window(self, dialog) -> None:
+        """Give the large inspector window (``InspectorDialog``) a correction box of its own,
+        acting on the one image it shows, whatever is selected in the grid."""
+        self._window_panel = dialog.panel
+        box = CorrectionBox(self, self._window_rows)
+        box.layout().setContentsMargins(0, 8, 0, 0)
+        dialog.panel.add_detail(box)
+        dialog.panel.imageShown.connect(self._refresh_boxes)
+        self.window_correction = box
+        if self.pred is not None:
+            box.set_classes(self.pred.class_names)
+        box.refresh()
+
+    def _window_rows(self) -> list[int]:
+        item = self._window_panel.item
+        return [item] if item >= 0 and self.pred is not None else []
+
+    def _boxes(self) -> list[CorrectionBox]:
+        return [b for b in (self.correction, self.window_correction) if b is not None]
+
+    def _refresh_boxes(self, *_args) -> None:
+        for box in self._boxes():
+            box.refresh()
 
     # ---- state -------------------------------------------------------------------------------
     def set_labels_file(self, path: Path | None) -> None:
@@ -169,7 +198,7 @@ class TrustPanel(QWidget):
             QMessageBox.warning(self, "Labels file", str(exc))
             self.labels = UserLabels()
         self._sync_leave_out()
-        self.correction.refresh()
+        self._refresh_boxes()
 
     def set_results(self, predictions: Predictions, run_dir: Path | None) -> None:
         self.pred = predictions
@@ -179,11 +208,12 @@ class TrustPanel(QWidget):
         self.unsure_check.setChecked(False)
         self.unsure_check.blockSignals(False)
         self.unsure_check.setText(f"Unsure images only ({int(self._unsure.sum()):,})")
-        self.correction.set_classes(predictions.class_names)
+        for box in self._boxes():
+            box.set_classes(predictions.class_names)
         self.show_all_button.setVisible(False)
         self._sync_leave_out()
         self._enable()
-        self.correction.refresh()
+        self._refresh_boxes()
 
     def clear(self) -> None:
         """No results (another project was opened): close this panel's windows."""
@@ -196,7 +226,7 @@ class TrustPanel(QWidget):
         self.spot_check = self.confusion = self.changes = None
         self.show_all_button.setVisible(False)
         self._enable()
-        self.correction.refresh()
+        self._refresh_boxes()
 
     def _enable(self) -> None:
         has = self.pred is not None and len(self.pred) > 0
@@ -227,7 +257,7 @@ class TrustPanel(QWidget):
             else:
                 self.labels.set_label(path, name, "inspector")
         self._save()
-        self.correction.refresh()
+        self._refresh_boxes()
 
     # ---- filters -----------------------------------------------------------------------------
     def _filter_items(self, items: frozenset[int] | None) -> None:
@@ -278,7 +308,7 @@ class TrustPanel(QWidget):
         key = self.run_dir.name if self.run_dir is not None else ""
         self.spot_check = SpotCheckDialog(self.pred, self.labels, self.labels_file, key, self)
         self.spot_check.answered.connect(lambda *_: (self.labelsChanged.emit(),
-                                                     self.correction.refresh()))
+                                                     self._refresh_boxes()))
         self.spot_check.resize(1000, 600)
         self.spot_check.show()
         return self.spot_check

@@ -134,6 +134,41 @@ def test_several_images_corrected_at_once_from_the_grid(page, qtbot, tmp_path):
     assert {u.label for u in saved.labels.values()} == {page.predictions.class_names[1]}
 
 
+def test_the_inspector_window_sets_and_clears_the_images_class(page, qtbot, tmp_path):
+    pred = page.predictions
+    assert page.select_item(4)
+    # a second image selected in the grid: the window still acts on the one it shows
+    page.grid.selectionModel().select(page.proxy.index(page.proxy.proxy_row_of_item(7), 0),
+                                      page.grid.selectionModel().SelectionFlag.Select)
+    dialog = page.open_inspector()
+    qtbot.waitExposed(dialog)
+    box = page.trust.window_correction
+    assert box is not None and box.isVisible()
+    assert dialog.isAncestorOf(box)
+    assert dialog.panel.item == 4
+    assert "pseudo-label" in box.status.text() and not box.remove_button.isEnabled()
+    assert box.apply_button.text() == "Set"
+    name = pred.class_names[2]
+    box.combo.setCurrentText(name)
+    box.apply_button.click()
+    saved = UserLabels.load(tmp_path / "shapes_labels.json")
+    assert {p: u.label for p, u in saved.labels.items()} == {pred.paths[4]: name}
+    assert saved.labels[pred.paths[4]].source == "inspector"
+    assert name in box.status.text() and box.remove_button.isEnabled()
+
+    dialog.next()  # the box follows the image the window shows
+    assert dialog.panel.item != 4
+    assert "pseudo-label" in box.status.text()
+    dialog.previous()
+    assert dialog.panel.item == 4 and name in box.status.text()
+    assert name in page.trust.correction.status.text()  # the side panel agrees
+
+    box.remove_button.click()
+    assert UserLabels.load(tmp_path / "shapes_labels.json").labels == {}
+    assert "pseudo-label" in box.status.text() and not box.remove_button.isEnabled()
+    dialog.close()
+
+
 CLASSES = ["red circle", "green square", "blue circle"]
 
 
