@@ -7,9 +7,10 @@ model's input. So images are decoded once at that size (JPEG draft mode does mos
 work) and the upright 8-bit RGB pixels are stored, uncompressed, under the user cache
 folder. Reading an entry back costs about a millisecond.
 
-Safety: an entry's key holds the file's absolute path, size, modification time (ns) and
-inode, and the decoded size; the source file is stat'ed on every read, so a changed file is
-decoded again and a deleted one is reported as missing, never served from the cache.
+Safety: an entry's key holds the file's absolute path, its identity (`file_identity`: size,
+modification and change times in ns, inode) and the decoded size; the source file is stat'ed
+on every read, so a changed file is decoded again and a deleted one is reported as missing,
+never served from the cache. The app's thumbnail cache keys its entries the same way.
 The folder is capped in bytes; the least recently used entries (by modification time, which
 a read refreshes) are removed first.
 """
@@ -24,10 +25,14 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from must_engine.images import ImageLoadError, load_rgb_min_side
+from must_engine.images import ImageLoadError, load_rgb_min_side, load_thumbnail
+
+if TYPE_CHECKING:
+    from must_engine.runs import RunInfo
 
 CACHE_ENV = "MUST_STUDIO_CACHE_DIR"
 APP_NAME = "MUST Studio"
@@ -51,6 +56,18 @@ def default_cache_dir() -> Path:
     import appdirs
 
     return Path(appdirs.user_cache_dir(APP_NAME, appauthor=False)) / "images"
+
+
+def file_identity(st: os.stat_result) -> str:
+    """What tells one version of a file from another, for every cache of decoded pixels.
+
+    Size and modification time catch ordinary edits; the inode catches a file replaced
+    through a new one (editors, sync tools) with the old time put back; the change time,
+    which programs cannot set back, catches one rewritten in place with the old time put back
+    (``cp -p``, ``touch -r``). Left: a rewrite of the same length within one tick of the
+    file system's clock after it was cached (up to 2 s on FAT drives).
+    """
+    return f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
 
 
 def cache_side(image_size: int, scale_min: float = 1.0) -> int:
@@ -116,9 +133,45 @@ class ImageSource:
             return load_rgb_min_side(path, self.side)
         return cache.load(path, self.side)
 
+    def peek(self, path: str | os.PathLike[str]) -> Image.Image | None:
+        """The cached pixels of ``path`` as it is now, or None; never decodes or writes."""
+        cache = self.cache
+        return cache.peek(path, self.side) if cache is not None else None
+
 
 def image_source(setting: CacheSetting, side: int) -> ImageSource:
     return ImageSource(side, setting.directory, setting.max_bytes)
+
+
+def run_image_source(run: RunInfo, image_cache: str | None = None) -> ImageSource:
+    """The source a run's images are decoded through (its cache setting unless
+    ``image_cache`` overrides it, at the side its views need)."""
+    settings = run.settings
+    setting = CacheSetting.parse(settings.image_cache if image_cache is None else image_cache,
+                                 settings.image_cache_gb)
+    return image_source(setting, cache_side(run.preprocess.image_size,
+                                            settings.strong_scale_min))
+
+
+def load_preview(path: str | os.PathLike[str], max_side: int,
+                 source: ImageSource | None = None) -> Image.Image:
+    """A thumbnail whose longer side is at most ``max_side``: shrunk from the decoded-image
+    cache entry when ``source`` holds one big enough, else decoded small from the file.
+
+    Read only, never filled: an entry is raw pixels at the views' side (~0.5-0.7 MB against
+    ~5 KB for a 160-px JPEG thumbnail), so browsing a folder would push out the entries
+    training reuses every epoch. Reading one back (~6 ms) beats a draft decode of a
+    12-megapixel JPEG (~170 ms), so what training or the preview decoded is shown fast.
+    Raises ImageLoadError when the file cannot be decoded.
+    """
+    if max_side < 1:
+        raise ValueError(f"max_side must be a positive number of pixels, got {max_side}.")
+    cached = source.peek(path) if source is not None else None
+    # An entry smaller than its side is the whole image; otherwise it must cover max_side.
+    if cached is not None and (min(cached.size) < source.side or max(cached.size) >= max_side):
+        cached.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+        return cached
+    return load_thumbnail(path, max_side)
 
 
 class DecodedImageCache:
@@ -146,7 +199,7 @@ class DecodedImageCache:
             raise ImageLoadError(full, "file not found") from None
         except OSError as exc:
             raise ImageLoadError(full, f"cannot read it ({exc.strerror or exc})") from None
-        return f"{full}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{side}"
+        return f"{full}\0{file_identity(st)}\0{side}"
 
     def entry_path(self, key: str) -> Path:
         digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"),
@@ -167,6 +220,14 @@ class DecodedImageCache:
         image = load_rgb_min_side(path, side)
         self._write(entry, key, image)
         return image
+
+    def peek(self, path: str | os.PathLike[str], side: int) -> Image.Image | None:
+        """The entry for ``path`` as it is now at ``side``, or None (absent, stale, gone)."""
+        try:
+            key = self.key_for(path, side)
+        except ImageLoadError:
+            return None
+        return self._read(self.entry_path(key), key)
 
     def _read(self, entry: Path, key: str) -> Image.Image | None:
         try:

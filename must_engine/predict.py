@@ -18,7 +18,7 @@ import torch
 from must_engine import prediction_cache
 from must_engine.devices import resolve_device
 from must_engine.events import Event, PredictionProgress, Status
-from must_engine.image_cache import CacheSetting, ImageSource, cache_side, image_source
+from must_engine.image_cache import ImageSource, run_image_source
 from must_engine.images import SkippedFile, scan_folder, unreadable_reason
 from must_engine.io_utils import atomic_write, from_spreadsheet_safe, spreadsheet_safe
 from must_engine.models.must_model import MustModel, must_model_from_config
@@ -314,10 +314,7 @@ def predict_run(run_dir: str | Path, images: str | Path | None = None, *,
     adapted, stopped_at = adapted_model(run)
     models = [zero.eval()] + ([adapted] if adapted is not None else [])
     settings = run.settings
-    cache = CacheSetting.parse(settings.image_cache if image_cache is None else image_cache,
-                               settings.image_cache_gb)
-    source = image_source(cache, cache_side(run.preprocess.image_size,
-                                            settings.strong_scale_min))
+    source = run_image_source(run, image_cache)
     outs, ok = predict_probs(models, [root / f for f in files], run.preprocess,
                              device=resolve_device(device), batch_size=batch_size,
                              on_event=on_event, should_stop=should_stop, source=source,

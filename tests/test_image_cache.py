@@ -16,8 +16,9 @@ from must_engine.image_cache import (
     ImageSource,
     cache_side,
     default_cache_dir,
+    load_preview,
 )
-from must_engine.images import ImageLoadError, load_rgb, load_rgb_min_side
+from must_engine.images import ImageLoadError, load_rgb, load_rgb_min_side, load_thumbnail
 from must_engine.training.data import (
     EpochSampler,
     EvalDataset,
@@ -27,6 +28,7 @@ from must_engine.training.data import (
     make_loader,
 )
 from must_engine.views import Preprocess
+from tests.file_versions import pad_to_same_size, replace_through_new_file, rewrite_in_place
 
 PP = Preprocess(32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 MB = 1024 * 1024
@@ -46,14 +48,6 @@ def _photo(path: Path, size=(640, 480), seed=0, exif_orientation: int | None = N
         kwargs["exif"] = exif.tobytes()
     im.save(path, **kwargs)
     return path
-
-
-def _pad_to_same_size(a: Path, b: Path) -> None:
-    """JPEG decoders ignore bytes after the end marker: make both files the same length."""
-    n = max(a.stat().st_size, b.stat().st_size)
-    for p in (a, b):
-        with open(p, "ab") as f:
-            f.write(b"\0" * (n - p.stat().st_size))
 
 
 def _pixels(im: Image.Image) -> np.ndarray:
@@ -118,23 +112,60 @@ def test_a_changed_file_is_decoded_again_never_served_stale(tmp_path):
     cache = DecodedImageCache(tmp_path / "cache", 100 * MB)
     path = _photo(tmp_path / "a.jpg", (640, 480), seed=1)
     replacement = _photo(tmp_path / "b.jpg", (640, 480), seed=2)
-    _pad_to_same_size(path, replacement)
+    in_place = _photo(tmp_path / "c.jpg", (640, 480), seed=4)
+    pad_to_same_size(path, replacement)
+    pad_to_same_size(path, in_place)
+    pad_to_same_size(replacement, in_place)
     old = _pixels(cache.load(path, 200))
-    st = os.stat(path)
-    # Replaced through a new file (as editors and sync tools do), same length, with the old
-    # mtime put back: the inode tells them apart.
-    os.replace(replacement, path)
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert os.stat(path).st_size == st.st_size and os.stat(path).st_mtime_ns == st.st_mtime_ns
+    # Replaced through a new file, same length, old mtime put back: the inode tells.
+    replace_through_new_file(path, replacement)
     new = _pixels(cache.load(path, 200))
     assert not np.array_equal(new, old)
     np.testing.assert_array_equal(new, _pixels(load_rgb_min_side(path, 200)))
-    # Edited in place (same inode), with a new mtime.
+    # Rewritten in place (same inode), same length, old mtime put back (cp -p, touch -r):
+    # the change time tells.
+    rewrite_in_place(path, in_place.read_bytes())
+    rewritten = _pixels(cache.load(path, 200))
+    assert not np.array_equal(rewritten, new)
+    np.testing.assert_array_equal(rewritten, _pixels(load_rgb_min_side(path, 200)))
+    # Edited in place with a new mtime.
     _photo(path, (640, 480), seed=3)
     edited = _pixels(cache.load(path, 200))
     np.testing.assert_array_equal(edited, _pixels(load_rgb_min_side(path, 200)))
-    assert not np.array_equal(edited, new)
+    assert not np.array_equal(edited, rewritten)
     assert cache.hits == 0
+
+
+def test_a_preview_is_shrunk_from_a_cache_entry_never_decoded_into_it(tmp_path, monkeypatch):
+    import must_engine.image_cache as ic
+
+    source = ImageSource(256, tmp_path / "cache")
+    big = _photo(tmp_path / "big.jpg", (1600, 1200), seed=1)
+    small = _photo(tmp_path / "small.jpg", (120, 90), seed=2)
+    fresh = _photo(tmp_path / "fresh.jpg", (800, 600), seed=3)
+    source.load(big), source.load(small)  # what training or prediction leaves
+    entries = sorted((tmp_path / "cache").rglob("*.rgb"))
+    decoded: list[str] = []
+
+    def counting(path, max_side):
+        decoded.append(Path(path).name)
+        return load_thumbnail(path, max_side)
+
+    monkeypatch.setattr(ic, "load_thumbnail", counting)
+    for path, wanted in ((big, (160, 120)), (small, (120, 90))):  # small: the whole image
+        thumb = load_preview(path, 160, source)
+        assert thumb.size == wanted and thumb.mode == "RGB"
+    assert load_preview(fresh, 160, source).size == (160, 120)  # no entry: decoded
+    assert load_preview(big, 400, source).size == (400, 300)  # entry too small: decoded
+    assert load_preview(big, 160, None).size == (160, 120)  # no cache: decoded
+    assert decoded == ["fresh.jpg", "big.jpg", "big.jpg"]
+    assert sorted((tmp_path / "cache").rglob("*.rgb")) == entries  # nothing was added
+    # A file replaced in place is never previewed from its old entry.
+    pad_to_same_size(big, fresh)
+    rewrite_in_place(big, fresh.read_bytes())
+    np.testing.assert_array_equal(_pixels(load_preview(big, 160, source)),
+                                  _pixels(load_thumbnail(big, 160)))
+    assert decoded[-1] == "big.jpg"
 
 
 def test_a_deleted_file_is_reported_not_served_from_the_cache(tmp_path):

@@ -41,7 +41,7 @@ from must_engine.classes import MAX_CLASS_NAME_CHARS
 from must_engine.events import DownloadProgress, PredictionProgress, Status
 from must_engine.project import Project
 from must_gui.plots import ClassCountsChart
-from must_gui.thumbnails import ThumbnailLoaded, thumbnail_task
+from must_gui.thumbnails import ThumbnailLoaded, run_thumbnail_source, thumbnail_task
 from must_gui.widgets.class_editor import ClassNamesEditor
 from must_gui.widgets.collapsible import Collapsible
 from must_gui.widgets.device_picker import DevicePicker
@@ -709,7 +709,7 @@ class SetupPage(QWidget):
     def _preview_done(self, worker: Worker, predictions, run_dir: Path, fingerprint: str) -> None:
         self._prepared = (run_dir, fingerprint)
         self.predictions = predictions
-        self._show_preview(predictions)
+        self._show_preview(predictions, run_dir)
         model, pretrained = self.model_picker.model()
         self.model_picker.mark_cached(model, pretrained)
         self.previewFinished.emit(predictions)
@@ -735,7 +735,7 @@ class SetupPage(QWidget):
         self.download_bar.reset()
         self._update_readiness()
 
-    def _show_preview(self, predictions) -> None:
+    def _show_preview(self, predictions, run_dir: Path | None = None) -> None:
         import numpy as np
 
         names = predictions.class_names
@@ -761,7 +761,7 @@ class SetupPage(QWidget):
             items += [((c, int(i)), predictions.root / predictions.paths[i]) for i in best]
         self.strips.set_classes(names, counts, samples)
         self.preview_box.show()
-        self._load_thumbnails(items)
+        self._load_thumbnails(items, run_dir)
         self.status_label.setObjectName("ready")
         self.status_label.setText("Preview ready. Happy with the classes? Start the adaptation.")
         # After the layout has made room for the box (scrolling at once used the old
@@ -772,10 +772,12 @@ class SetupPage(QWidget):
         top = self.preview_box.mapTo(self.scroll.widget(), QPoint(0, 0)).y()
         self.scroll.verticalScrollBar().setValue(max(0, top - 12))
 
-    def _load_thumbnails(self, items) -> None:
+    def _load_thumbnails(self, items, run_dir: Path | None = None) -> None:
         if self._thumb_worker is not None:
             self._thumb_worker.cancel()
-        worker = Worker(thumbnail_task(items, THUMB_SIZE * 2), name="thumbnails", parent=self)
+        # The preview just decoded every image into the run's cache: shrink those entries.
+        task = thumbnail_task(items, THUMB_SIZE * 2, run_thumbnail_source(run_dir))
+        worker = Worker(task, name="thumbnails", parent=self)
         worker.event.connect(self._thumbnail_loaded)
         worker.finished.connect(lambda w=worker: self._thumbs_finished(w))
         self._thumb_worker = worker

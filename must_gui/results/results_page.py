@@ -44,6 +44,7 @@ from must_gui.results.prediction_model import (
 from must_gui.results.pseudo_labels import PseudoLabels
 from must_gui.results.thumbnail_cache import ThumbnailCache
 from must_gui.results.thumbnail_grid import ThumbnailGrid
+from must_gui.thumbnails import run_thumbnail_source
 from must_gui.trust.trust_panel import TrustPanel
 
 SORT_CHOICES: tuple[tuple[str, SortKey, bool], ...] = (
@@ -255,6 +256,7 @@ class ResultsPage(QWidget):
         self._run_dir = Path(run_dir) if run_dir is not None else None
         self._pseudo = PseudoLabels.read(self._run_dir)
         self.cache.clear()  # a new folder: drop thumbnails and work for the old one
+        self.cache.set_image_source(run_thumbnail_source(self._run_dir))
         self.inspector.clear()
         if self._dialog is not None:
             self._dialog.close()
@@ -285,6 +287,7 @@ class ResultsPage(QWidget):
             self._run_dir = None
             self._pseudo = None
             self.cache.clear()
+            self.cache.set_image_source(None)
             self.inspector.clear()
             if self._dialog is not None:
                 self._dialog.close()

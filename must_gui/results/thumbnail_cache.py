@@ -7,8 +7,12 @@
   first; it is bounded, and the oldest requests (rows scrolled past) are dropped.
 - A generation number is bumped for a new folder or thumbnail size; work finished for an old
   generation is thrown away.
-- An optional disk cache keyed by path, mtime, size and thumbnail size makes a second visit
-  to a folder of large photos cheap.
+- An optional disk cache of small JPEGs makes a second visit to a folder of large photos
+  cheap. Its key is the path, the file's identity (`must_engine.image_cache.file_identity`,
+  the same rule as the engine's decoded-image cache: a file replaced under the same name is
+  never shown from an old entry) and the thumbnail size.
+- Before decoding, a run's images are looked up in the engine's decoded-image cache (read
+  only: `must_engine.image_cache.load_preview` says why it is never filled from here).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QRectF, QRunnable, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QBrush, QImage, QPainter, QPixmap
 
-from must_engine.images import ImageLoadError, load_thumbnail
+from must_engine.image_cache import ImageSource, file_identity, load_preview
+from must_engine.images import ImageLoadError
+from must_gui.thumbnails import pil_to_qimage
 
 CACHE_ENV = "MUST_STUDIO_CACHE_DIR"
 APP_NAME = "MUST Studio"
@@ -53,6 +59,7 @@ class _Jobs:
         self.generation = 0
         self.size = 0
         self.radius = 0.0  # rounded corners, device pixels
+        self.source: ImageSource | None = None  # the run's decoded-image cache, read only
         self.max_pending = max_pending
         self.max_workers = max_workers
         self.active = 0
@@ -77,7 +84,7 @@ class _Jobs:
                 return True
             return False
 
-    def pop(self) -> tuple[int, int, float, str] | None:
+    def pop(self) -> tuple[int, int, float, ImageSource | None, str] | None:
         """The newest request, or None (and this worker counts as finished)."""
         with self.lock:
             if self.stopped or not self.pending:
@@ -85,7 +92,7 @@ class _Jobs:
                 return None
             path, _ = self.pending.popitem(last=True)
             self.inflight.add(path)
-            return self.generation, self.size, self.radius, path
+            return self.generation, self.size, self.radius, self.source, path
 
     def done(self, path: str) -> None:
         with self.lock:
@@ -119,11 +126,11 @@ class _Worker(QRunnable):
             job = self._jobs.pop()
             if job is None:
                 return
-            generation, size, radius, path = job
+            generation, size, radius, source, path = job
             if generation != self._jobs.generation:
                 self._jobs.done(path)
                 continue
-            image = make_thumbnail(path, size, self._disk)
+            image = make_thumbnail(path, size, self._disk, source)
             if image is not None and radius > 0:
                 # Done here, not when painting: clipping every cell on the GUI thread
                 # costs more than the rest of the cell.
@@ -132,10 +139,13 @@ class _Worker(QRunnable):
                                         image is not None)
 
 
-def make_thumbnail(path: str, size: int, disk: _DiskCache | None = None) -> QImage | None:
+def make_thumbnail(path: str, size: int, disk: _DiskCache | None = None,
+                   source: ImageSource | None = None) -> QImage | None:
     """A QImage whose longer side is at most ``size`` pixels, or None if the file cannot be
     read. Safe to call from any thread."""
     try:
+        # Stat before reading the pixels: if the file changes in between, the entry is
+        # written under the identity it no longer has, so it is never served.
         st = os.stat(path)
     except OSError:
         return None
@@ -145,7 +155,7 @@ def make_thumbnail(path: str, size: int, disk: _DiskCache | None = None) -> QIma
         if cached is not None:
             return cached
     try:
-        pil = load_thumbnail(path, size)
+        pil = load_preview(path, size, source)
     except (ImageLoadError, OSError, ValueError):
         return None
     if key is not None:
@@ -166,17 +176,9 @@ def rounded_corners(image: QImage, radius: float) -> QImage:
     return out
 
 
-def pil_to_qimage(pil) -> QImage:
-    """An RGB PIL image as a QImage that owns its pixels."""
-    rgb = pil if pil.mode == "RGB" else pil.convert("RGB")
-    w, h = rgb.size
-    data = rgb.tobytes("raw", "RGB")
-    # .copy(): the QImage must not keep pointing into a Python bytes object.
-    return QImage(data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-
-
 class _DiskCache:
-    """JPEG thumbnails in a folder, named by a hash of path, mtime, size and thumbnail size."""
+    """JPEG thumbnails in a folder, named by a hash of the path, the file's identity and the
+    thumbnail size."""
 
     def __init__(self, folder: Path, min_bytes: int) -> None:
         self.folder = Path(folder)
@@ -188,7 +190,7 @@ class _DiskCache:
 
     @staticmethod
     def key(path: str, st: os.stat_result, size: int) -> str:
-        text = f"{os.path.abspath(path)}\0{st.st_mtime_ns}\0{st.st_size}\0{size}"
+        text = f"{os.path.abspath(path)}\0{file_identity(st)}\0{size}"
         return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
     def file(self, key: str) -> Path:
@@ -273,6 +275,12 @@ class ThumbnailCache(QObject):
         self._dpr = float(device_pixel_ratio)
         if int(size) != self._jobs.size:
             self.clear(int(size))
+
+    def set_image_source(self, source: ImageSource | None) -> None:
+        """Where a run's decoded images are cached (read before decoding a file); None for
+        none. Thumbnails already made stay: the pixels are the same either way."""
+        with self._jobs.lock:
+            self._jobs.source = source
 
     def set_corner_radius(self, radius: float) -> None:
         """Round the thumbnails' corners (device pixels; 0 for square). Applies to

@@ -84,7 +84,14 @@ def test_full_flow_setup_preview_train_results(window, qtbot, tmp_path, monkeypa
     page.plain_form.editor("batch_size").setValue(8)
     assert window.project.overrides == {"epochs": 2, "batch_size": 8}
 
-    # Zero-shot preview: counts per class and thumbnails.
+    # Zero-shot preview: counts per class and thumbnails, shrunk from what the preview
+    # decoded into the image cache (none decoded again).
+    import must_engine.image_cache as image_cache
+
+    decoded: list[str] = []
+    real_thumbnail = image_cache.load_thumbnail
+    monkeypatch.setattr(image_cache, "load_thumbnail",
+                        lambda p, s: decoded.append(str(p)) or real_thumbnail(p, s))
     with qtbot.waitSignal(page.previewFinished, timeout=LONG) as preview:
         page.preview_button.click()
     predictions = preview.args[0]
@@ -92,6 +99,8 @@ def test_full_flow_setup_preview_train_results(window, qtbot, tmp_path, monkeypa
     assert sum(page.counts_chart.bars.counts) == 24
     assert page.preview_box.isVisible()
     qtbot.waitUntil(lambda: page.strips.filled_count() > 0, timeout=20_000)
+    qtbot.waitUntil(lambda: not page.thumbnails_loading(), timeout=20_000)
+    assert decoded == []
 
     # Training; then predictions, and the window moves on to the results.
     with qtbot.waitSignal(window.training_page.resultsReady, timeout=LONG) as done:
@@ -117,6 +126,9 @@ def test_full_flow_setup_preview_train_results(window, qtbot, tmp_path, monkeypa
     # The browser in the real window: every image, a class filter, the inspector, an export.
     results = window.results.page
     assert len(results.shown_items()) == 24
+    results.cache.pixmap(str(predictions.root / predictions.paths[0]))
+    qtbot.waitUntil(lambda: results.cache.delivered > 0, timeout=20_000)
+    assert decoded == []  # the grid's thumbnails came from the image cache too
     first_class = predictions.class_names[0]
     expected = int((results.predictions.labels() == 0).sum())
     qtbot.keyClick(results, Qt.Key.Key_1)  # number keys pick a class filter

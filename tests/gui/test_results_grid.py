@@ -16,6 +16,7 @@ from must_gui.results import thumbnail_cache as tc
 from must_gui.results.prediction_model import PredictionFilterProxy, PredictionListModel, Roles
 from must_gui.results.thumbnail_cache import ThumbnailCache, default_cache_dir
 from must_gui.results.thumbnail_grid import CHANGED_COLOUR, ThumbnailDelegate, ThumbnailGrid
+from tests.file_versions import pad_to_same_size, replace_through_new_file, rewrite_in_place
 
 pytestmark = pytest.mark.gui
 
@@ -123,7 +124,7 @@ def test_disk_cache_is_written_and_used(qtbot, qapp, tmp_path, monkeypatch):
     def no_decode(*_a, **_k):
         raise AssertionError("decoded although a disk thumbnail exists")
 
-    monkeypatch.setattr(tc, "load_thumbnail", no_decode)
+    monkeypatch.setattr(tc, "load_preview", no_decode)
     second = ThumbnailCache(80, disk_min_bytes=0, workers=1)
     try:
         got2: list[str] = []
@@ -138,6 +139,71 @@ def test_disk_cache_is_written_and_used(qtbot, qapp, tmp_path, monkeypatch):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))
     disk = tc._DiskCache(tmp_path / "cache" / "thumbnails", 0)
     assert disk.read(disk.key(path, os.stat(path), 80)) is None
+
+
+def _solid_jpeg(path: Path, colour) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (200, 150), colour).save(path, quality=95)
+    return path
+
+
+def _centre(image: QImage) -> tuple[int, int, int]:
+    c = image.pixelColor(image.width() // 2, image.height() // 2)
+    return c.red(), c.green(), c.blue()
+
+
+def test_a_file_replaced_under_its_name_never_shows_an_old_disk_thumbnail(qapp, tmp_path):
+    """Same name, same length, old mtime put back: through a new file (the inode differs)
+    and rewritten in place (the change time differs) -- the rule of the engine's cache."""
+    disk = tc._DiskCache(tmp_path / "cache", 0)
+    path = _solid_jpeg(tmp_path / "a.jpg", (220, 20, 20))
+    blue = _solid_jpeg(tmp_path / "b.jpg", (20, 20, 220))
+    green = _solid_jpeg(tmp_path / "c.jpg", (20, 220, 20))
+    pad_to_same_size(path, blue)
+    pad_to_same_size(path, green)
+    pad_to_same_size(blue, green)
+
+    def reddest() -> str:
+        r, g, b = _centre(tc.make_thumbnail(str(path), 64, disk))
+        return {r: "red", g: "green", b: "blue"}[max(r, g, b)]
+
+    assert reddest() == "red" and reddest() == "red"  # the second from the disk entry
+    replace_through_new_file(path, blue)
+    assert reddest() == "blue"
+    rewrite_in_place(path, green.read_bytes())
+    assert reddest() == "green"
+    assert len(list((tmp_path / "cache").rglob("*.jpg"))) == 3
+
+
+def test_a_runs_cached_decodes_make_its_thumbnails(qtbot, qapp, tmp_path, monkeypatch):
+    """What training or prediction decoded is shrunk, not decoded again; nothing is added
+    to the engine's cache from here."""
+    import must_engine.image_cache as ic
+    from must_engine.image_cache import ImageSource
+
+    source = ImageSource(256, tmp_path / "decoded")
+    pred = make_predictions(tmp_path, per_class=2, size=300)
+    paths = [_abs(pred, i) for i in range(len(pred))]
+    for p in paths[:-1]:
+        source.load(p)
+    entries = sorted((tmp_path / "decoded").rglob("*.rgb"))
+    decoded: list[str] = []
+    real = ic.load_thumbnail
+    monkeypatch.setattr(ic, "load_thumbnail", lambda p, s: decoded.append(str(p)) or real(p, s))
+    cache = ThumbnailCache(80, disk_cache=False, workers=1)
+    cache.set_image_source(source)
+    try:
+        got: list[str] = []
+        cache.thumbnailsReady.connect(got.extend)
+        for p in paths:
+            cache.request(p)
+        qtbot.waitUntil(lambda: len(got) == len(paths), timeout=10_000)
+        assert all(max(cache.peek(p).width(), cache.peek(p).height()) == 80 for p in paths)
+    finally:
+        cache.shutdown()
+    assert decoded == [paths[-1]]
+    assert sorted((tmp_path / "decoded").rglob("*.rgb")) == entries
 
 
 def _grid(qtbot, pred, cache, size=(700, 500)):
