@@ -44,6 +44,10 @@ BAR_ALL = "#b7cdf3"
 BAR_CONFIDENT = "#2e6fdb"
 THRESHOLD_COLOUR = "#d92d20"
 LR_COLOUR = "#2e6fdb"
+SCORE_COLOUR = "#2e6fdb"
+ZERO_SHOT_COLOUR = "#667085"
+REFINED_COLOUR = "#2f9e5a"
+KEPT_COLOUR = "#e07b1a"
 MAX_NAMED_CLASSES = 40
 
 
@@ -165,8 +169,12 @@ class TrainingPlots(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.view)
 
-        self.loss_plot = self.view.addPlot(row=0, col=0, colspan=2)
+        self.loss_plot = self.view.addPlot(row=0, col=0)
         _style_plot(self.loss_plot, "Losses", "step")
+        self.score_plot = self.view.addPlot(row=0, col=1)
+        _style_plot(self.score_plot, "Label-free score", "epoch")
+        self.score_plot.setMouseEnabled(x=False, y=False)
+        self.score_plot.hideButtons()
         self.confidence_plot = self.view.addPlot(row=0, col=2)
         _style_plot(self.confidence_plot, "Teacher confidence", "step")
         self.confidence_plot.setYRange(0, 1.02, padding=0)
@@ -204,6 +212,7 @@ class TrainingPlots(QWidget):
                                                                      style=Qt.PenStyle.DashLine))
         self.hist_plot.addItem(self.threshold_line)
         self.threshold_line.hide()
+        self._build_score_plot()
 
         self.class_names: list[str] = []
         self.epochs_seen = 0
@@ -240,6 +249,7 @@ class TrainingPlots(QWidget):
         self.confidence_plot.setXRange(0, 1, padding=0)
         self.confidence_plot.enableAutoRange(axis="x")
         self.hist_plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.02)
+        self.show_scores(None)
         self._dirty = True
 
     # Every title has two lines (name, then a key) so the plots in a row line up.
@@ -284,6 +294,65 @@ class TrainingPlots(QWidget):
             self.hist_plot.setXRange(0, 1, padding=0.02)
             self.hist_plot.setYRange(0, max(1.0, hist.max()) * 1.08, padding=0)
         self._title_hist(event.epoch + 1)
+
+    # ---- the label-free score per epoch ---------------------------------------------------
+    def _build_score_plot(self) -> None:
+        plot = self.score_plot
+        dash = Qt.PenStyle.DashLine
+        self.zero_shot_line = pg.InfiniteLine(angle=0, pen=pg.mkPen(ZERO_SHOT_COLOUR, width=1.5,
+                                                                    style=dash))
+        self.refined_line = pg.InfiniteLine(angle=0, pen=pg.mkPen(REFINED_COLOUR, width=1.5,
+                                                                  style=dash))
+        for line in (self.zero_shot_line, self.refined_line):
+            plot.addItem(line)
+            line.hide()
+        self.score_curve = plot.plot([], [], pen=pg.mkPen(SCORE_COLOUR, width=LINE_WIDTH),
+                                     symbol="o", symbolSize=6, symbolBrush=SCORE_COLOUR,
+                                     symbolPen=None)
+        self.kept_marker = pg.ScatterPlotItem(size=14, pen=pg.mkPen(KEPT_COLOUR, width=2),
+                                              brush=None, symbol="o")
+        plot.addItem(self.kept_marker)
+        plot.setTitle(_legend_title("Label-free score (higher is better)", [
+            (SCORE_COLOUR, "teacher"), (ZERO_SHOT_COLOUR, "zero-shot"),
+            (REFINED_COLOUR, "refined"), (KEPT_COLOUR, "kept")]))
+        self.score_points: list[tuple[int, float]] = []
+
+    def show_scores(self, report) -> None:
+        """Draw a ``must_gui.run_report.RunReport``'s scores (None: none): the teacher after
+        each epoch, zero-shot and refined zero-shot as reference lines, the kept one ringed
+        (on its line when it is not a teacher, at epoch 0)."""
+        teacher = report.teacher_scores() if report is not None else []
+        self.score_points = teacher
+        xs = [float(e) for e, _ in teacher]
+        ys = [s for _, s in teacher]
+        self.score_curve.setData(xs, ys)
+        refs = []
+        for line, value in ((self.zero_shot_line, report and report.zero_shot_score),
+                            (self.refined_line, report and report.refined_score)):
+            if value is None:
+                line.hide()
+            else:
+                line.setValue(value)
+                line.show()
+                refs.append(value)
+        kept = report.kept_point() if report is not None else None
+        if kept is None:
+            self.kept_marker.setData([], [])
+        else:
+            _kind, epoch, score = kept
+            self.kept_marker.setData([float(epoch)], [score])
+        values = ys + refs
+        epochs = max([e for e, _ in teacher] + [report.epochs if report is not None else 0, 1])
+        self.score_plot.setXRange(0, epochs, padding=0.05)
+        every = max(1, -(-epochs // 10))  # whole epochs only, at most about ten ticks
+        self.score_plot.getAxis("bottom").setTicks(
+            [[(float(i), str(i)) for i in range(0, epochs + 1, every)]])
+        if values:
+            low, high = min(values), max(values)
+            pad = max(0.01, (high - low) * 0.15)
+            self.score_plot.setYRange(low - pad, high + pad, padding=0)
+        else:
+            self.score_plot.setYRange(0, 1, padding=0)
 
     def load_history(self, run_dir: str | Path) -> int:
         """Replay a run's metrics.jsonl (a resumed or reopened run); returns steps read."""

@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", type=Path, default=ROOT / "docs" / "screenshots")
     parser.add_argument("--epochs", type=int, default=8, help="epochs of the example run")
+    parser.add_argument("--default-settings", action="store_true",
+                        help="train the demo pictures with the settings a new project gets "
+                             "(the auto preset: its probe and its schedule) instead of the "
+                             "demo project's own")
     args = parser.parse_args(argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from must_gui.app import create_application
-    from must_gui.main_window import RESULTS, SETUP, START, MainWindow
+    from must_gui.main_window import RESULTS, SETUP, START, TRAINING, MainWindow
     from must_gui.preferences import load_preferences
 
     app = create_application([sys.argv[0]])
@@ -114,7 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     page.class_editor.set_names(classes)
     from must_engine import demo_files
 
-    if demo_files.demo_available():
+    if args.default_settings:
+        window.project.templates = demo_files.demo_templates() if \
+            demo_files.demo_available() else []
+        page.set_project(window.project)
+    elif demo_files.demo_available():
         # The demo's own settings (what File -> Open demo project uses): the defaults are
         # for a pretrained ViT, and this tiny model would hardly move in a few epochs.
         overrides = dict(demo_files.demo_settings_overrides())
@@ -148,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     training.resultsReady.connect(lambda p, r: results.append(p))
     page.request_start()
-    batch = window.project.overrides.get("batch_size", 16)
+    batch = window.project.overrides.get("batch_size", 32)
     steps_per_epoch = max(1, (page.num_images or 1) // batch)
     wait_until(app, lambda: training.plots.epochs_seen >= 2
                and training.plots.points >= 2 * steps_per_epoch + 2,
@@ -161,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     wait_until(app, lambda: window.current_page() == RESULTS, what="the results page")
     settle(app, 2.0)  # thumbnails load in the background
     shoot(app, window, out / "06-results.png")
+
+    # The finished run: which classifier it kept and why, and the details behind it.
+    window.show_page(TRAINING)
+    shoot(app, window, out / "14-training-finished.png")
+    details = training.summary.open_details()
+    shoot(app, details, out / "15-run-details.png")
+    details.close()
 
     window.show_about()
     dialog = window.about_dialog

@@ -82,9 +82,15 @@ def readme_text(card: dict[str, Any], name: str) -> str:
     pp = card["preprocess"]
     model = card["model"]
     label_free = card["figures"]["label_free"]
+    kept = card.get("classifier")
     lines = [
         f"# {name}: an image classifier adapted with MUST Studio",
         "",
+    ]
+    if kept and kept.get("warning"):
+        lines += [f"**Warning: this classifier is not better than zero-shot by its own "
+                  f"label-free measure.** {kept['warning']}", ""]
+    lines += [
         f"Classes ({len(names)}): {shown}.",
         "",
         f"Starting model: {model.get('label', model.get('model', 'unknown'))}. "
@@ -116,6 +122,14 @@ def readme_text(card: dict[str, Any], name: str) -> str:
         "settings, data summary and figures.",
         "",
     ]
+    if kept:
+        lines += [
+            "## Which classifier this is",
+            "",
+            f"The run kept the {kept['kept']}: {kept['reason']} (label-free score, 0 to 1, "
+            "measured without labels; it ranks classifiers, it is not an accuracy).",
+            "",
+        ]
     if label_free.get("images_scored"):
         lines += [
             "## Figures without labels",

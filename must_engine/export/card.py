@@ -78,6 +78,54 @@ def label_free_figures(run: RunInfo, predictions: Predictions | None) -> dict[st
     return figures
 
 
+def kept_classifier(run: RunInfo) -> dict[str, Any] | None:
+    """Which classifier the run kept (label-free keep-best) and why, with every candidate's
+    score and the settings probe's choice, from ``run.json``; None for a run that kept
+    nothing (stopped before the end, or made before runs kept the best)."""
+    selection = run.data.get("selection") or {}
+    if not run.has_adapted_model or "kept_label" not in selection:
+        return None
+    scores = [{"classifier": c.get("label", c.get("kind")), "score": c.get("score")}
+              for c in selection.get("candidates", [])]
+    refined = next((c["score"] for c in selection.get("candidates", [])
+                    if c.get("kind") == "refined"), None)
+    out: dict[str, Any] = {
+        "kept": selection.get("kept_label"),
+        "kind": selection.get("kept_kind"),
+        "label_free_score": selection.get("kept_score"),
+        "zero_shot_score": selection.get("zero_shot_score"),
+        "refined_zero_shot_score": refined,
+        "reason": selection.get("reason"),
+        # A sentence when the kept classifier is not better than zero-shot by the run's own
+        # label-free measure; null otherwise.
+        "warning": selection.get("warning"),
+        "keep": selection.get("mode"),
+        "scores": scores,
+        "meaning": "label-free score in [0, 1], higher is better, measured without labels on "
+                   "a fixed sample of the images; it ranks classifiers, it is not an accuracy",
+    }
+    probe = run.data.get("probe")
+    if probe:
+        out["settings_probe"] = {
+            "chosen": probe.get("chosen"),
+            "chosen_settings": probe.get("chosen_settings"),
+            "images": probe.get("images"),
+            "candidates": [{"name": c.get("name"), "score": c.get("score"),
+                            "settings": c.get("settings")} for c in probe.get("candidates", [])],
+            "expected_seconds": probe.get("expected_seconds"),
+        }
+    return out
+
+
+def _model_description(run: RunInfo, kept: dict[str, Any] | None) -> str:
+    if not run.has_adapted_model:
+        return (f"the EMA teacher of the checkpoint, stopped at step {run.step} of "
+                f"{run.total_steps}")
+    if kept is None:
+        return "the EMA teacher at the end of training"
+    return f"the {kept['kept']} classifier, kept by the label-free score ({kept['reason']})"
+
+
 def build_card(run: RunInfo, *, model_file: str, model_sha256: str,
                predictions: Predictions | None,
                spot_check: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -86,6 +134,7 @@ def build_card(run: RunInfo, *, model_file: str, model_sha256: str,
     data = run.data.get("data", {})
     skipped = data.get("skipped", [])
     identity = dict(run.data.get("model_identity", {}))
+    kept = kept_classifier(run)
     return {
         "format": CARD_FORMAT,
         "engine_version": __version__,
@@ -126,13 +175,12 @@ def build_card(run: RunInfo, *, model_file: str, model_sha256: str,
             "steps": run.step,
             "total_steps": run.total_steps,
             "status": run.status,
-            "model": ("the EMA teacher at the end of training" if run.has_adapted_model else
-                      f"the EMA teacher of the checkpoint, stopped at step {run.step} of "
-                      f"{run.total_steps}"),
+            "model": _model_description(run, kept),
             "started": run.data.get("created"),
             "finished": run.data.get("updated"),
             "run_engine_version": run.data.get("engine_version"),
         },
+        "classifier": kept,
         "data": {
             "num_images": int(data.get("num_images", 0)),
             "num_skipped": len(skipped),

@@ -9,6 +9,7 @@ and the last checkpoint is kept so the run can be resumed.
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -24,6 +25,8 @@ from PySide6.QtWidgets import (
 
 from must_engine.events import (
     CheckpointSaved,
+    ClassifierKept,
+    ClassifierScored,
     DownloadProgress,
     EpochSummary,
     Paused,
@@ -32,16 +35,20 @@ from must_engine.events import (
     RunFinished,
     RunStarted,
     RunWarning,
+    SettingsProbed,
     Status,
     StepMetrics,
+    TimeEstimate,
 )
 from must_engine.project import Project, predictions_cache
 from must_gui.pages.setup_page import StartRequest
 from must_gui.plots import TrainingPlots
 from must_gui.run_history import read_warnings
+from must_gui.run_report import BELOW_ZERO_SHOT, RunReport, format_duration, read_run_report
 from must_gui.trust.run_warnings import RunWarningsLabel
 from must_gui.widgets.download_bar import DownloadBar
 from must_gui.widgets.run_picker import RunPicker, describe_run
+from must_gui.widgets.run_summary import RunSummaryBar
 from must_gui.workers import TaskContext, Worker
 
 # Training states, for the buttons and for the window (which asks before quitting).
@@ -82,6 +89,59 @@ def predict_task(run_dir: Path, device: str, control):
     return run
 
 
+class TrainingClock:
+    """How long training has run (pauses left out), and how long scoring one epoch's teacher
+    takes: the trainer's own time left counts only the steps, and the label-free score after
+    each epoch adds to it."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self._paused_at: float | None = None
+        self._paused_for = 0.0
+        self._epoch_end: float | None = None
+        self.score_seconds: float | None = None  # measured, one epoch's scoring
+
+    def start(self, now: float) -> None:
+        self.__init__()
+        self.started = now
+
+    def pause(self, now: float) -> None:
+        if self._paused_at is None:
+            self._paused_at = now
+
+    def resume(self, now: float) -> None:
+        if self._paused_at is not None:
+            self._paused_for += now - self._paused_at
+            self._paused_at = None
+
+    def elapsed(self, now: float) -> float | None:
+        if self.started is None:
+            return None
+        paused = self._paused_for + (now - self._paused_at if self._paused_at else 0.0)
+        return max(0.0, now - self.started - paused)
+
+    def epoch_ended(self, now: float) -> None:
+        self._epoch_end = now
+
+    def epoch_scored(self, now: float) -> None:
+        if self._epoch_end is not None:
+            self.score_seconds = max(0.0, now - self._epoch_end)
+            self._epoch_end = None
+
+
+def time_left(step_eta: float, epochs_to_score: int, score_seconds: float | None) -> float:
+    """The trainer's time left for the steps plus the scoring still to come."""
+    return step_eta + max(0, epochs_to_score) * (score_seconds or 0.0)
+
+
+def estimated_score_seconds(estimate: TimeEstimate | None) -> float | None:
+    """One epoch's scoring time as the estimate counted it (its total less the steps)."""
+    if estimate is None or estimate.epochs <= 0:
+        return None
+    steps = estimate.total_steps * estimate.seconds_per_step
+    return max(0.0, estimate.seconds - steps) / estimate.epochs
+
+
 class RateClock:
     """Time left for a count that grows (images classified): the rate is measured from the
     first report on, so the start-up before it (loading the models) does not count."""
@@ -111,17 +171,6 @@ class RateClock:
             return None
         rate = (done - d0) / elapsed
         return rate, max(0, total - done) / rate
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, s = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {s:02d} s"
-    hours, m = divmod(minutes, 60)
-    return f"{hours} h {m:02d} min"
 
 
 class TrainingPage(QWidget):
@@ -157,6 +206,10 @@ class TrainingPage(QWidget):
         self._train_stats = ""  # the last training line, without its time left
         self._pending_results = None  # (Predictions, run folder) until the worker has ended
         self._predict_clock = RateClock()
+        self._train_clock = TrainingClock()
+        self.report = RunReport()  # expected time, probe, label-free scores, kept classifier
+        self._report_state = ""
+        self._resumed_at = 0  # the step the current run (re)started from
         self.device = ""  # where the current or last run trains, as the engine reported it
         self._build()
         self._set_state(IDLE)
@@ -180,6 +233,7 @@ class TrainingPage(QWidget):
         self.status.setWordWrap(True)
         self.download_bar = DownloadBar()
         self.warnings = RunWarningsLabel()  # class collapse and the like, beside the plots
+        self.summary = RunSummaryBar()  # expected time, probe's choice, classifier kept
 
         self.pause_button = QPushButton("&Pause")
         self.pause_button.setToolTip("Pause after the current step; nothing is lost")
@@ -231,6 +285,7 @@ class TrainingPage(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(button_row)
         layout.addWidget(self.status)
+        layout.addWidget(self.summary)
         layout.addWidget(self.warnings)
         layout.addWidget(self.download_bar)
         layout.addWidget(self.plots, 1)
@@ -279,9 +334,13 @@ class TrainingPage(QWidget):
         self.control = TrainControl()
         self.plots.reset(request.project.class_names)
         self.warnings.clear_warnings()
+        self._train_clock = TrainingClock()
+        self.report = read_run_report(self.run_dir) if request.resume else RunReport()
         if request.resume:
             self.plots.load_history(self.run_dir)
             self._show_logged_warnings()
+        self.summary.set_time_left(None)
+        self._show_report("preparing")
         self._describe(request.project)
         self.progress.setRange(0, 0)  # busy until the run says how long it is
         self.progress.setFormat("Preparing…")
@@ -333,6 +392,9 @@ class TrainingPage(QWidget):
         self.device = ""
         self.plots.reset()
         self.warnings.clear_warnings()
+        self.report = RunReport()
+        self.summary.set_time_left(None)
+        self._show_report("")
         self.title.setText("Training")
         self.subtitle.setText("No run yet. Set up the project and start the adaptation.")
         self.status.setText("")
@@ -361,6 +423,9 @@ class TrainingPage(QWidget):
         self._show_logged_warnings()
         self._describe(project)
         finished = (self.run_dir / "model.safetensors").is_file()
+        self.report = read_run_report(self.run_dir)
+        self.summary.set_time_left(None)
+        self._show_report("finished" if finished else "stopped")
         if finished:
             self.status.setText("This run has finished.")
         elif (self.run_dir / "checkpoint.pt").is_file():
@@ -446,10 +511,15 @@ class TrainingPage(QWidget):
 
     # ---- events ----------------------------------------------------------------------------
     def handle_event(self, event: object) -> None:
+        if isinstance(event, (TimeEstimate, SettingsProbed, ClassifierScored, ClassifierKept)) \
+                or (isinstance(event, RunWarning) and event.kind == BELOW_ZERO_SHOT) \
+                or isinstance(event, (RunStarted, RunFinished)):
+            self._report_event(event)
         if isinstance(event, StepMetrics):
             self.plots.handle(event)
             self._show_step(event)
         elif isinstance(event, EpochSummary):
+            self._train_clock.epoch_ended(time.monotonic())
             self.plots.handle(event)
             self.status.setText(f"Epoch {event.epoch + 1} done in "
                                 f"{format_duration(event.seconds)}: "
@@ -460,9 +530,11 @@ class TrainingPage(QWidget):
         elif isinstance(event, RunWarning):
             self.warnings.add(event)
         elif isinstance(event, Paused):
+            self._train_clock.pause(time.monotonic())
             self._set_state(PAUSED)
             self.status.setText(f"Paused at step {event.step}. Resume when you are ready.")
         elif isinstance(event, Resumed):
+            self._train_clock.resume(time.monotonic())
             self._set_state(TRAINING)
             self.status.setText("Training…")
         elif isinstance(event, CheckpointSaved):
@@ -473,10 +545,33 @@ class TrainingPage(QWidget):
             self.download_bar.handle(event)
         elif isinstance(event, Status):
             self.status.setText(event.message)
+            if event.message.startswith("Probing settings") and self.state == PREPARING \
+                    and self._report_state != "probing":
+                self._show_report("probing")
         elif isinstance(event, PredictionProgress):
             self._show_prediction(event)
 
+    def _report_event(self, event: object) -> None:
+        if isinstance(event, ClassifierScored) and event.kind == "teacher":
+            self._train_clock.epoch_scored(time.monotonic())
+        if not self.report.handle(event):
+            return
+        state = self._report_state or "preparing"
+        if isinstance(event, RunStarted):
+            state = "training"
+        elif isinstance(event, RunFinished):
+            state = "stopped" if event.stopped else "finished"
+        self._show_report(state)
+
+    def _show_report(self, state: str) -> None:
+        """The summary cards and the score plot, from ``self.report``."""
+        self._report_state = state
+        self.summary.show_report(self.report, state=state)
+        self.plots.show_scores(self.report)
+
     def _run_started(self, event: RunStarted) -> None:
+        self._train_clock.start(time.monotonic())
+        self._resumed_at = event.start_step
         self.download_bar.reset()
         self.device = event.device
         if self.request is not None:
@@ -505,7 +600,16 @@ class TrainingPage(QWidget):
         self._train_stats = (f"Epoch {m.epoch + 1} of {max(self._epochs, m.epoch + 1)}  ·  "
                              f"step {m.epoch_step + 1} of {m.steps_per_epoch}  ·  "
                              f"{m.images_per_second:.0f} images/s")
-        self.stats.setText(f"{self._train_stats}  ·  about {format_duration(m.eta_seconds)} left")
+        now = time.monotonic()
+        clock = self._train_clock
+        score_seconds = clock.score_seconds
+        if score_seconds is None:
+            score_seconds = estimated_score_seconds(self.report.estimate)
+        epochs = max(self._epochs, m.epoch + 1)
+        left = time_left(m.eta_seconds, epochs - m.epoch, score_seconds)
+        self.stats.setText(f"{self._train_stats}  ·  about {format_duration(left)} left")
+        # a resumed run's clock started part-way: it cannot tell the whole run's length
+        self.summary.set_time_left(left, clock.elapsed(now) if not self._resumed_at else None)
 
     def _show_prediction(self, event: PredictionProgress) -> None:
         import time

@@ -44,8 +44,10 @@ from must_gui.results.prediction_model import (
 from must_gui.results.pseudo_labels import PseudoLabels
 from must_gui.results.thumbnail_cache import ThumbnailCache
 from must_gui.results.thumbnail_grid import ThumbnailGrid
+from must_gui.run_report import read_run_report
 from must_gui.thumbnails import run_thumbnail_source
 from must_gui.trust.trust_panel import TrustPanel
+from must_gui.widgets.run_summary import KeptBanner
 
 SORT_CHOICES: tuple[tuple[str, SortKey, bool], ...] = (
     ("Confidence, high to low", SortKey.CONFIDENCE, True),
@@ -114,6 +116,8 @@ class ResultsPage(QWidget):
         cl = QVBoxLayout(center)
         cl.setContentsMargins(0, 0, 0, 0)
         cl.setSpacing(0)
+        self.kept_banner = KeptBanner()  # which classifier made these results, and why
+        cl.addWidget(self.kept_banner)
         cl.addWidget(self.summary)
         cl.addWidget(self.grid, 1)
 
@@ -277,6 +281,7 @@ class ResultsPage(QWidget):
         self.export_button.setEnabled(len(predictions) > 0)
         self.sorted_copies_button.setEnabled(len(predictions) > 0)
         self.trust.set_results(predictions, self._run_dir)
+        self.kept_banner.show_report(read_run_report(self._run_dir))
         self._update_summary()
 
     def clear_results(self) -> None:
@@ -300,6 +305,7 @@ class ResultsPage(QWidget):
         self.export_button.setEnabled(False)
         self.sorted_copies_button.setEnabled(False)
         self.trust.clear()
+        self.kept_banner.show_report(read_run_report(None))
         self._last_selected = -1
         self._update_summary()
 
