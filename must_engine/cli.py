@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--image-cache", default=None, metavar="IMAGE_CACHE",
                     help="decoded-image cache: auto, off or a folder (default: the run's)")
     pr.add_argument("--quiet", action="store_true")
+    pr.add_argument("--nproc", type=int, default=1, metavar="N",
+                    help="share the images among N processes on this machine (one per GPU), "
+                         "started through torchrun; one CSV is written")
 
     e = sub.add_parser("eval", help="accuracy of predictions against class-named subfolders")
     e.add_argument("predictions", type=Path, help="CSV written by `must predict`")
@@ -414,9 +417,10 @@ def _under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def _launch_torchrun(args, out: Path) -> int:
-    """``must train --nproc N``: the same command again, N times, under PyTorch's launcher
-    (``--standalone``: one machine; several machines go through torchrun's own flags)."""
+def _launch_torchrun(args, out: Path | None) -> int:
+    """``must train|predict --nproc N``: the same command again, N times, under PyTorch's
+    launcher (``--standalone``: one machine; several machines go through torchrun's own
+    flags). ``out``: the --out to add when the user gave none."""
     import subprocess
 
     argv = list(args.argv)
@@ -429,7 +433,7 @@ def _launch_torchrun(args, out: Path) -> int:
             skip = True
         elif not a.startswith("--nproc="):
             kept.append(a)
-    if args.out is None:
+    if args.out is None and out is not None:
         kept += ["--out", str(out)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={args.nproc}", "-m", "must_engine", *kept]
@@ -503,12 +507,8 @@ def cmd_train(args) -> int:
     out = args.out
     overrides = _overrides(args)
     _check_settings(overrides)
-    if args.nproc < 1:
-        raise CliError("--nproc takes a number of processes, 1 or more.")
+    _check_nproc(args)
     if args.nproc > 1:
-        if _under_torchrun():
-            raise CliError("Already running under torchrun; drop --nproc (torchrun's "
-                           "--nproc_per_node sets the process count).")
         if out is None and args.resume:
             raise CliError("--resume needs --out RUN, the folder of the run to continue.")
         return _launch_torchrun(args, out or Path(
@@ -599,6 +599,14 @@ def _check_csv_out(path: Path, overwrite: bool) -> None:
                        "another --out.")
 
 
+def _check_nproc(args) -> None:
+    if args.nproc < 1:
+        raise CliError("--nproc takes a number of processes, 1 or more.")
+    if args.nproc > 1 and _under_torchrun():
+        raise CliError("Already running under torchrun; drop --nproc (torchrun's "
+                       "--nproc_per_node sets the process count).")
+
+
 def cmd_predict(args) -> int:
     if not args.run.is_dir():
         raise CliError(f"Run folder {args.run} was not found; check the path.")
@@ -609,10 +617,30 @@ def cmd_predict(args) -> int:
     _check_csv_out(args.out, args.overwrite)
     if args.batch_size < 0:
         raise CliError(f"--batch-size must be 0 (automatic) or more (got {args.batch_size}).")
+    _check_nproc(args)
+    if args.nproc > 1:
+        return _launch_torchrun(args, None)
+    from must_engine.distributed import env_from_launcher
     from must_engine.predict import predict_run
 
-    preds = predict_run(args.run, args.images, device=args.device, batch_size=args.batch_size,
-                        on_event=Progress(args.quiet), image_cache=args.image_cache)
+    env = env_from_launcher()
+    if env is None:
+        preds = predict_run(args.run, args.images, device=args.device,
+                            batch_size=args.batch_size, on_event=Progress(args.quiet),
+                            image_cache=args.image_cache)
+    else:  # under torchrun: each process scores its share, the first writes the CSV
+        from must_engine.distributed import start
+
+        group = start(env)
+        try:
+            preds = predict_run(args.run, args.images, device=args.device,
+                                batch_size=args.batch_size,
+                                on_event=Progress(args.quiet or not group.is_main),
+                                image_cache=args.image_cache, distributed=group)
+        finally:
+            group.close()
+        if not group.is_main:
+            return 0
     if preds.stopped_at is not None:
         print(f"note: {args.run} was {preds.stopped_at}; the label columns hold its teacher "
               "at that step (resume with `must train --resume` to finish).", file=sys.stderr)

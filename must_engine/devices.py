@@ -96,9 +96,37 @@ def list_devices() -> list[DeviceInfo]:
     return devices
 
 
+# The app's choice "every GPU here": the run trains in one process per GPU under torchrun.
+ALL_GPUS = "cuda:all"
+
+
+def cuda_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def device_choices(devices: list[DeviceInfo]) -> list[tuple[str, str]]:
+    """(choice, label) for a device menu: each device, and after the GPUs "all N GPUs"
+    where there are two or more."""
+    out = [(d.choice, d.label) for d in devices]
+    gpus = sum(d.kind == "cuda" for d in devices)
+    if gpus >= 2:
+        out.insert(gpus, (ALL_GPUS, f"All {gpus} GPUs (one training process each, torchrun)"))
+    return out
+
+
+def in_process_device(choice: str) -> str:
+    """Where work done in this one process goes for a device choice: "all GPUs" scores
+    and prepares on the first GPU (training alone runs on all of them)."""
+    return "cuda" if choice == ALL_GPUS else choice
+
+
 def resolve_device(choice: str) -> torch.device:
     """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' -> torch.device, or a clear error."""
     text = (choice or "").strip().lower()
+    if text == ALL_GPUS:
+        raise DeviceNotAvailableError(
+            "'cuda:all' trains on every GPU through torchrun: use `must train --nproc N` (one "
+            "process per GPU) with --device cuda.")
     if text == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", 0)

@@ -86,6 +86,11 @@ class Distributed:
         out = torch.cat(parts)
         return out.bool() if is_bool else out
 
+    def sum_(self, t: torch.Tensor) -> torch.Tensor:
+        """In place: ``t`` becomes the sum of every rank's ``t``."""
+        dist.all_reduce(t)
+        return t
+
     def mean(self, t: torch.Tensor) -> torch.Tensor:
         out = t.detach().clone()
         dist.all_reduce(out)
@@ -103,9 +108,13 @@ class Distributed:
 
     def any(self, flag: bool, device: torch.device) -> bool:
         """True on every rank when any rank says so (so all stop at the same step)."""
-        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return self.flags([flag], device)[0]
+
+    def flags(self, flags: Sequence[bool], device: torch.device) -> list[bool]:
+        """Each flag True on every rank when any rank says so, in one collective."""
+        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
+        return [bool(v > 0) for v in t.tolist()]
 
     # ---- data ----------------------------------------------------------------------------
     def shard_batches(self, order: Sequence[int], global_batch: int) -> list[int]:

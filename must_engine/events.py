@@ -201,3 +201,17 @@ class ExportCheck(Event):
     passed: bool
     samples: int
     details: dict = field(default_factory=dict)
+
+
+def event_from_dict(data: dict) -> Event | None:
+    """The event a ``to_dict`` line of the run's log describes (None for an unknown type or
+    a line of another version), so a run in another process reads like one in this one."""
+    kinds = {cls.__name__: cls for cls in Event.__subclasses__()}
+    fields = dict(data)
+    cls = kinds.get(str(fields.pop("type", "")))
+    if cls is None:
+        return None
+    try:
+        return cls(**fields)
+    except TypeError:
+        return None

@@ -17,6 +17,7 @@ import torch
 
 from must_engine import prediction_cache
 from must_engine.devices import resolve_device
+from must_engine.distributed import Distributed
 from must_engine.events import Event, PredictionProgress, Status
 from must_engine.image_cache import ImageSource, run_image_source
 from must_engine.images import SkippedFile, scan_folder, unreadable_reason
@@ -241,10 +242,14 @@ def predict_probs(models: Sequence[MustModel], paths: Sequence[Path], pp: Prepro
                   on_event: EventSink | None = None,
                   should_stop: Callable[[], bool] | None = None,
                   source: ImageSource | None = None, workers: int = -1,
+                  distributed: Distributed | None = None,
                   ) -> tuple[list[np.ndarray], np.ndarray]:
     """Softmax probabilities of each model on each image, and a per-image ``ok`` flag
     (False where the file could not be decoded). ``batch_size`` 0 and ``workers`` -1 are
-    chosen from the device; ``source`` decodes the images (the decoded-image cache)."""
+    chosen from the device; ``source`` decodes the images (the decoded-image cache).
+
+    ``distributed`` (under torchrun): each process scores every world-size-th image and
+    every process ends with the whole table."""
     dev = torch.device(device) if not isinstance(device, torch.device) else device
     if batch_size < 0:
         raise ValueError(f"batch size must be positive (got {batch_size}).")
@@ -255,7 +260,12 @@ def predict_probs(models: Sequence[MustModel], paths: Sequence[Path], pp: Prepro
     # One pass over the folder: workers that outlive it would only hold memory.
     plan = LoaderPlan(min(plan.workers, max(0, len(ds) // batch_size)), plan.pin_memory,
                       plan.prefetch_factor, persistent=False)
-    loader = make_loader(ds, list(range(len(ds))), batch_size, plan, drop_last=False)
+    mine = list(range(len(ds)))
+    world = 1
+    if distributed is not None:
+        world = distributed.world_size
+        mine = mine[distributed.rank::world]
+    loader = make_loader(ds, mine, batch_size, plan, drop_last=False)
     outs = [np.zeros((len(ds), m.num_classes), dtype=np.float32) for m in models]
     ok = np.zeros(len(ds), dtype=bool)
     done = 0
@@ -267,16 +277,31 @@ def predict_probs(models: Sequence[MustModel], paths: Sequence[Path], pp: Prepro
             out[index.numpy()] = model(images).float().softmax(dim=-1).cpu().numpy()
         ok[index.numpy()] = good.numpy()
         done += len(index)
-        if on_event is not None:
-            on_event(PredictionProgress(done, len(ds)))
+        if on_event is not None:  # the other processes advance alike
+            on_event(PredictionProgress(min(len(ds), done * world), len(ds)))
+    if distributed is not None:
+        outs, ok = _combine_shards(distributed, outs, ok)
     return outs, ok
+
+
+def _combine_shards(distributed: Distributed, outs: list[np.ndarray], ok: np.ndarray,
+                    rows: int = 65536) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every process's rows in one table: each image is scored by one process and is zero
+    elsewhere, so a sum over processes is exact. CPU tensors (gloo, also beside NCCL)."""
+    for out in outs:
+        for lo in range(0, len(out), rows):
+            distributed.sum_(torch.from_numpy(out[lo:lo + rows]))
+    flags = torch.from_numpy(ok.astype(np.uint8))
+    distributed.sum_(flags)
+    return outs, flags.numpy() > 0
 
 
 def predict_run(run_dir: str | Path, images: str | Path | None = None, *,
                 files: Sequence[str] | None = None, device: str = "auto",
                 batch_size: int = 0, on_event: EventSink | None = None,
                 should_stop: Callable[[], bool] | None = None,
-                image_cache: str | None = None, reuse: bool = True) -> Predictions:
+                image_cache: str | None = None, reuse: bool = True,
+                distributed: Distributed | None = None) -> Predictions:
     """Score ``images`` (default: the run's own folder) with the run's models.
 
     Images are decoded through the decoded-image cache the run trained with (or
@@ -286,6 +311,9 @@ def predict_run(run_dir: str | Path, images: str | Path | None = None, *,
 
     ``reuse``: return the predictions kept in the run folder when neither the run's models
     nor the images changed since (must_engine.prediction_cache), and keep these for next time.
+
+    ``distributed`` (under torchrun): the images are shared out among the processes and
+    every process returns the whole table; only the first process keeps it in the run.
     """
     run = open_run(run_dir)
     root = Path(images) if images is not None else run.images_root
@@ -302,6 +330,8 @@ def predict_run(run_dir: str | Path, images: str | Path | None = None, *,
         raise RunError(f"No readable images in {root}.")
     key = prediction_cache.prediction_key(run, root, files) if reuse else ""
     cached = prediction_cache.load_cached(run, root, key) if reuse else None
+    if distributed is not None and distributed.any(cached is None, torch.device("cpu")):
+        cached = None  # every process scores its share, or none does
     if cached is not None:
         if on_event is not None:
             on_event(Status(f"Reusing the predictions kept in {run.path} (the run's models "
@@ -314,18 +344,21 @@ def predict_run(run_dir: str | Path, images: str | Path | None = None, *,
     adapted, stopped_at = adapted_model(run)
     models = [zero.eval()] + ([adapted] if adapted is not None else [])
     settings = run.settings
+    dev = resolve_device(device)
+    if distributed is not None:
+        dev = distributed.device_for(dev)
     source = run_image_source(run, image_cache)
     outs, ok = predict_probs(models, [root / f for f in files], run.preprocess,
-                             device=resolve_device(device), batch_size=batch_size,
+                             device=dev, batch_size=batch_size,
                              on_event=on_event, should_stop=should_stop, source=source,
-                             workers=settings.num_workers)
+                             workers=settings.num_workers, distributed=distributed)
     keep = [i for i, good in enumerate(ok) if good]
     undecoded = [SkippedFile(files[i], unreadable_reason(root / files[i]) or "could not be "
                              "decoded") for i, good in enumerate(ok) if not good]
     result = Predictions(root, [files[i] for i in keep], run.class_names, outs[0][keep],
                          outs[1][keep] if adapted is not None else None, undecoded,
                          stopped_at=stopped_at)
-    if reuse:
+    if reuse and (distributed is None or distributed.is_main):
         prediction_cache.store(run, root, key, result)
     result.failed = sorted(skipped + undecoded, key=lambda s: s.path)
     return result

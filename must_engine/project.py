@@ -244,3 +244,36 @@ def _check_types(values: dict[str, Any], where: str) -> None:
         if name in values and not all(isinstance(v, str) for v in values[name]):
             raise ProjectError(f"{where} is damaged (\"{name}\" must be a list of text); restore "
                                "it from a copy or create a new project.")
+
+
+def project_for_run(run_dir: str | Path, path: str | Path) -> Project:
+    """A project (to be saved at ``path``) around a run folder made elsewhere: by ``must
+    train`` or torchrun on a cluster. Its folder, classes, prompts, model and settings come
+    from the run's ``run.json``, the run is its current run, and the device is left to
+    this machine ("auto")."""
+    run_dir = Path(run_dir).expanduser().absolute()
+    info = run_dir / "run.json"
+    if not info.is_file():
+        raise ProjectError(f"{run_dir} is not a MUST run folder (no run.json); choose the "
+                           "folder that `must train --out` wrote.")
+    try:
+        data = json.loads(info.read_text(encoding="utf-8"))
+        job, settings = data["job"], data.get("settings", {})
+        model = job["model"]
+        known = {f.name for f in fields(MustSettings)} - {"preset", "device"}
+        project = Project(
+            name=run_dir.name, image_folder=str(job["images"]),
+            class_names=[str(n) for n in job["class_names"]],
+            templates=[str(t) for t in job.get("templates", [])],
+            model=str(model["model"]), pretrained=str(model.get("pretrained") or ""),
+            preset=str(settings.get("preset", "auto")),
+            overrides={k: v for k, v in settings.items() if k in known},
+            synonyms={str(k): list(v) for k, v in (job.get("synonyms") or {}).items()},
+            path=Path(path).expanduser().absolute())
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ProjectError(f"The run file {info} cannot be read ({exc}); check that the run "
+                           "folder was copied whole.") from exc
+    if project.preset not in PRESET_NAMES:
+        project.preset = "auto"
+    project.add_run(run_dir)
+    return project

@@ -240,6 +240,9 @@ class MainWindow(QMainWindow):
                                        QKeySequence.StandardKey.New, "Start a new project")
         self.open_action = self._action("&Open project…", self.open_project_dialog,
                                         QKeySequence.StandardKey.Open, "Open a .mustproj file")
+        self.open_run_action = self._action(
+            "Open r&un folder…", self.open_run_folder_dialog,
+            tip="Open a run made elsewhere (must train, torchrun on a cluster)")
         self.demo_action = self._action("Open &demo project", self.open_demo,
                                         tip="A small offline example project")
         self.save_action = self._action("&Save", self.save_project,
@@ -251,6 +254,7 @@ class MainWindow(QMainWindow):
         file_menu = self.menuBar().addMenu("&File")
         file_menu.addAction(self.new_action)
         file_menu.addAction(self.open_action)
+        file_menu.addAction(self.open_run_action)
         file_menu.addAction(self.demo_action)
         self.recent_menu = file_menu.addMenu("Open &recent")
         file_menu.addSeparator()
@@ -372,6 +376,48 @@ class MainWindow(QMainWindow):
             if not Path(path).is_file():
                 self.preferences.remove_recent(path)
                 self._refresh_recent()
+            return None
+        self._set_project(project)
+        self._show_where_left(project)
+        return project
+
+    def open_run_folder_dialog(self) -> None:
+        if not self._can_switch_project():
+            return
+        path = QFileDialog.getExistingDirectory(self, "Open a run folder", self._dialog_folder())
+        if path:
+            self.open_run_folder(Path(path))
+
+    def open_run_folder(self, run_dir: Path) -> Project | None:
+        """A run made elsewhere (``must train``, torchrun on a cluster) in a project of its
+        own, saved beside the run folder (or in the app's data folder where that cannot be
+        written), shown where it stands: curves, then results."""
+        from must_engine.project import project_for_run
+
+        if not self._can_switch_project():
+            return None
+        run_dir = Path(run_dir).expanduser().absolute()
+        beside = run_dir.parent / f"{run_dir.name}{PROJECT_SUFFIX}"
+        try:
+            if beside.is_file():  # opened before: keep what the user did since
+                project = Project.load(beside)
+                project.add_run(run_dir)
+            else:
+                project = project_for_run(run_dir, beside)
+        except ProjectError as exc:
+            QMessageBox.warning(self, "Could not open the run", str(exc))
+            return None
+        for where in (beside, data_dir() / "opened runs" / beside.name):
+            try:
+                where.parent.mkdir(parents=True, exist_ok=True)
+                project.save(where)
+                break
+            except (OSError, ProjectError):
+                continue
+        else:
+            QMessageBox.warning(self, "Could not open the run",
+                                f"No project file could be written for {run_dir}, beside it "
+                                "or in the app's data folder; free some disk space.")
             return None
         self._set_project(project)
         self._show_where_left(project)

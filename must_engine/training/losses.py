@@ -63,15 +63,20 @@ class FairnessLoss:
         self.gather = gather or _identity
         self.previous: torch.Tensor | None = None
 
-    def __call__(self, student_logits: torch.Tensor,
-                 valid: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, student_logits: torch.Tensor, valid: torch.Tensor | None = None,
+                 rest: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``rest``: (sum of weighted probabilities [C], weight) of the batch's other images,
+        without gradient (gradient accumulation: the other passes of the same step)."""
         probs = self.gather(student_logits.float().softmax(dim=-1))
-        if valid is None:
+        if valid is None and rest is None:
             batch_avg = probs.mean(dim=0)
         else:
             w = self.gather(_weights(valid, student_logits)).unsqueeze(1)
             count = w.sum()
-            batch_avg = (probs * w).sum(dim=0) / count.clamp(min=1.0)
+            total = (probs * w).sum(dim=0)
+            if rest is not None:
+                total, count = total + rest[0], count + rest[1]
+            batch_avg = total / count.clamp(min=1.0)
             # A batch with no valid sample: the uniform prior, a constant loss with no gradient.
             uniform = torch.full_like(batch_avg, 1.0 / batch_avg.shape[0])
             batch_avg = torch.where(count > 0, batch_avg, uniform)

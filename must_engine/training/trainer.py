@@ -61,7 +61,7 @@ from must_engine.runs import (
     open_run,
 )
 from must_engine.settings import MustSettings, resolve_settings, steps_per_epoch
-from must_engine.training.control import TrainControl
+from must_engine.training.control import CONTROL_FILE, POLL_SECONDS, TrainControl
 from must_engine.training.data import (
     EpochSampler,
     TwoViewDataset,
@@ -216,6 +216,13 @@ def _rank_batch(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
+def accumulation_passes(rank_batch: int, limit: int) -> int:
+    """The fewest passes that split ``rank_batch`` evenly into parts of at most ``limit``."""
+    limit = max(1, limit)
+    return next(k for k in range(1, rank_batch + 1)
+                if rank_batch % k == 0 and rank_batch // k <= limit)
+
+
 def mask_spec(image_size: int, patch_size: int, settings: MustSettings) -> MaskSpec:
     """The run's block masks; ``mask_patch_size`` 0 means chosen from the model."""
     block = settings.mask_patch_size or choose_mask_patch_size(image_size, patch_size)
@@ -235,7 +242,7 @@ class Trainer:
     """Trains (or resumes) the run in ``run_dir``. Create it on the thread that will train."""
 
     def __init__(self, run_dir: str | Path, *, device: str | None = None,
-                 distributed: Distributed | None = None):
+                 distributed: Distributed | None = None, max_process_batch: int = 0):
         # Under torchrun: one of several data-parallel processes; rank 0 alone writes files.
         self.dist = distributed
         self.is_main = distributed is None or distributed.is_main
@@ -299,6 +306,14 @@ class Trainer:
         if distributed is not None:
             self.rank_batch = _rank_batch(self.batch_size, distributed.world_size)
             self.ddp = distributed.wrap(self.student, self.device)
+        # The most images one process has put through the model at once in this run (its
+        # first session's share): a resume on fewer processes keeps the global batch by
+        # accumulating gradients over passes of at most that many.
+        limit = max_process_batch or int(self.info.data.get("process_batch") or
+                                         self.rank_batch)
+        self.info.data.setdefault("process_batch", min(limit, self.rank_batch))
+        self.accumulation = accumulation_passes(self.rank_batch, limit)
+        self.micro_batch = self.rank_batch // self.accumulation
         self.loader = self._new_loader()
         self.log_every = s.log_every or (10 if self.device.type == "cuda" else 1)
         self.step = 0
@@ -447,31 +462,15 @@ class Trainer:
         st_labels, st_weight = self.fixed_labels.apply(index, labels, confident)
         st_weight = st_weight * valid  # an unreadable image (zeros) teaches nothing
 
-        zero = torch.zeros((), device=self.device)
         reconstruct = mask is not None and s.mim_weight > 0
-        with self._autocast():
-            forward = self.student.forward_train if self.ddp is None else self.ddp
-            out = forward(student_view, mask, reconstruct=reconstruct, patch_norm=s.patch_norm)
-            loss_st = self_training_loss(out.logits, st_labels, st_weight)
-            loss_fair = self.fair(out.logits, valid) if s.fair_weight > 0 else zero
-            loss_mim = zero
-            loss_align = zero
-            if reconstruct:
-                pixels = patch_mask_to_pixels(mask, self.student.patch_size)
-                loss_mim = masked_image_modelling_loss(out.reconstruction, student_view, pixels,
-                                                       valid)
-            if mask is not None and s.align_weight > 0:
-                loss_align = global_local_alignment_loss(
-                    out.patch_embeddings, out.cls_embedding, mask,
-                    detach_cls=s.align_cls_gradient == "stop", valid=valid)
-            if self.dist is not None:  # means over the global batch, as one process takes
-                loss_st, loss_mim, loss_align = self._global_means(
-                    loss_st, st_weight, loss_mim, loss_align, mask, valid, reconstruct)
-            total = (loss_st + s.fair_weight * loss_fair + s.mim_weight * loss_mim
-                     + s.align_weight * loss_align)
-
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
+        if self.accumulation == 1:
+            loss_st, loss_fair, loss_mim, loss_align, total = self._losses(
+                student_view, mask, st_labels, st_weight, valid, reconstruct)
+            self.scaler.scale(total).backward()
+        else:
+            loss_st, loss_fair, loss_mim, loss_align, total = self._accumulate(
+                student_view, mask, st_labels, st_weight, valid, reconstruct)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.teacher.update(self.student, decay)
@@ -505,6 +504,8 @@ class Trainer:
     def run(self, control: TrainControl | None = None) -> Iterator[Event]:
         """Train to the end, or until ``control`` asks to stop; yields events."""
         control = control or TrainControl()
+        if self.is_main:  # requests from another program (the app's torchrun child)
+            control.watch(self.info.path / CONTROL_FILE)
         s = self.settings
         started = time.perf_counter()
         self.info.data["status"] = "running"
@@ -548,17 +549,18 @@ class Trainer:
                 loader = self.loader
                 epoch_t0 = time.perf_counter()
                 for weak, strong, index, reasons in batches_until_stop(loader, control):
-                    if control.pause_requested and not control.stop_requested:
+                    pause, stop = self._requests(control)
+                    if pause and not stop:
                         yield from self._flush(pending, window_start, step_seconds, out)
                         pending = []
                         yield out(Paused(self.step))
                         pause_t0 = time.perf_counter()
-                        control.wait_until_resumed()
+                        stop = self._wait_while_paused(control)
                         paused_for = time.perf_counter() - pause_t0
                         window_start += paused_for
                         epoch_t0 += paused_for
                         yield out(Resumed(self.step))
-                    if self._stop_requested(control):
+                    if stop:
                         yield from self._flush(pending, window_start, step_seconds, out)
                         self.ep_seconds += time.perf_counter() - epoch_t0
                         self.check_weights_finite()
@@ -616,6 +618,7 @@ class Trainer:
                     self.info.save()
             raise
         finally:
+            control.unwatch()
             if log is not None:
                 log.close()
             # The persistent workers belong to the old loader's iterator: dropping it ends
@@ -673,10 +676,47 @@ class Trainer:
             confident_fraction=sum(self.ep_confident.cpu().tolist()) / seen,
             seconds=self.ep_seconds)
 
-    def _global_means(self, loss_st, st_weight, loss_mim, loss_align, mask, valid,
-                      reconstruct):
-        """The losses' own denominators (confident samples, masked pixels, masked patches),
-        summed over the ranks instead of taken per rank."""
+    def _losses(self, view, mask, st_labels, st_weight, valid, reconstruct, *,
+                forward=None, totals=None, rest=None):
+        """(self-training, fairness, MIM, alignment, total) of a forward on ``view``.
+
+        ``totals`` (gradient accumulation): the step's denominators over every pass and
+        process, so the passes' losses add up to the global batch's means; ``rest``: the
+        fairness term's sums over the other passes (see ``FairnessLoss``)."""
+        s = self.settings
+        zero = torch.zeros((), device=self.device)
+        forward = forward or (self.student.forward_train if self.ddp is None else self.ddp)
+        with self._autocast():
+            out = forward(view, mask, reconstruct=reconstruct, patch_norm=s.patch_norm)
+            loss_st = self_training_loss(out.logits, st_labels, st_weight)
+            loss_fair = (self.fair(out.logits, valid, rest=rest) if s.fair_weight > 0
+                         else zero)
+            loss_mim = zero
+            loss_align = zero
+            if reconstruct:
+                pixels = patch_mask_to_pixels(mask, self.student.patch_size)
+                loss_mim = masked_image_modelling_loss(out.reconstruction, view, pixels, valid)
+            if mask is not None and s.align_weight > 0:
+                loss_align = global_local_alignment_loss(
+                    out.patch_embeddings, out.cls_embedding, mask,
+                    detach_cls=s.align_cls_gradient == "stop", valid=valid)
+            if totals is not None:
+                counts = self._loss_counts(st_weight, mask, valid, reconstruct)
+                world = 1 if self.dist is None else self.dist.world_size
+                # DDP averages the ranks' gradients: hence x world
+                f = counts.clamp(min=1) * world / totals.clamp(min=1)
+                loss_st, loss_mim, loss_align = loss_st * f[0], loss_mim * f[1], loss_align * f[2]
+            elif self.dist is not None:  # means over the global batch, as one process takes
+                counts = self._loss_counts(st_weight, mask, valid, reconstruct)
+                loss_st, loss_mim, loss_align = self.dist.global_means(
+                    (loss_st, counts[0]), (loss_mim, counts[1]), (loss_align, counts[2]))
+            total = (loss_st + s.fair_weight * loss_fair + s.mim_weight * loss_mim
+                     + s.align_weight * loss_align)
+        return loss_st, loss_fair, loss_mim, loss_align, total
+
+    def _loss_counts(self, st_weight, mask, valid, reconstruct) -> torch.Tensor:
+        """[3] the losses' own denominators: confident samples, masked pixels x channels,
+        masked patches."""
         n = torch.zeros((), device=self.device)
         mim_n = align_n = n
         if mask is not None:
@@ -684,8 +724,57 @@ class Trainer:
             align_n = per_sample.sum()
             # masked pixels x channels, as the MIM loss divides by
             mim_n = align_n * self.student.patch_size ** 2 * 3 if reconstruct else n
-        return self.dist.global_means((loss_st, st_weight.float().sum()), (loss_mim, mim_n),
-                                      (loss_align, align_n))
+        return torch.stack([st_weight.float().sum(), mim_n, align_n])
+
+    def _accumulate(self, view, mask, st_labels, st_weight, valid, reconstruct):
+        """One step in ``self.accumulation`` passes, each holding at most the per-process
+        batch the run was sized for; gradients add up to one pass over the whole batch.
+
+        The losses are divided by the whole step's denominators; the fairness term, a
+        function of the batch's mean prediction, gets the other passes' predictions from a
+        first pass without gradient, so each pass gives exactly its share of the gradient
+        (an extra forward, paid only while accumulating)."""
+        s = self.settings
+        parts = [slice(i, i + self.micro_batch)
+                 for i in range(0, view.shape[0], self.micro_batch)]
+        totals = self._loss_counts(st_weight, mask, valid, reconstruct)
+        if self.dist is not None:
+            self.dist.sum_(totals)
+        rests = [None] * len(parts)
+        if s.fair_weight > 0:
+            sums, counts = [], []
+            with torch.no_grad(), self._autocast():
+                for p in parts:
+                    logits = self.student.forward_train(
+                        view[p], None if mask is None else mask[p], reconstruct=False,
+                        patch_norm=s.patch_norm).logits
+                    w = valid[p].float()
+                    sums.append((logits.float().softmax(dim=-1) * w.unsqueeze(1)).sum(dim=0))
+                    counts.append(w.sum())
+            sums, counts = torch.stack(sums), torch.stack(counts)
+            if self.dist is not None:  # the other processes' passes count too
+                self.dist.sum_(sums)
+                self.dist.sum_(counts)
+            rests = [(sums.sum(dim=0) - sums[j], counts.sum() - counts[j])
+                     for j in range(len(parts))]
+        previous = self.fair.previous
+        acc = None
+        for j, p in enumerate(parts):
+            self.fair.previous = previous  # each pass sees the step's running prior
+            last = j == len(parts) - 1
+            sync = contextlib.nullcontext() if self.ddp is None or last else self.ddp.no_sync()
+            with sync:
+                losses = self._losses(view[p], None if mask is None else mask[p],
+                                      st_labels[p], st_weight[p], valid[p], reconstruct,
+                                      totals=totals, rest=rests[j])
+                self.scaler.scale(losses[-1]).backward()
+            values = [t.detach() for t in losses]
+            acc = values if acc is None else [a + v for a, v in zip(acc, values, strict=True)]
+        loss_st, _fair, loss_mim, loss_align, _total = acc
+        loss_fair = values[1]  # the same value in every pass: the whole batch's
+        total = (loss_st + s.fair_weight * loss_fair + s.mim_weight * loss_mim
+                 + s.align_weight * loss_align)
+        return loss_st, loss_fair, loss_mim, loss_align, total
 
     def _process_count_note(self) -> list[Event]:
         """Record how many processes train; a resume on another count says so."""
@@ -693,17 +782,40 @@ class Trainer:
         before = int(self.info.data.get("processes", 1))
         if now != before or now > 1:  # a one-process run's run.json stays as it was
             self.info.data["processes"] = now
+        if self.accumulation > 1:
+            self.info.data["accumulation"] = self.accumulation
+        else:
+            self.info.data.pop("accumulation", None)
         if self.step == 0 or before == now:
             return []
+        passes = (f", in {self.accumulation} passes of {self.micro_batch} with gradient "
+                  "accumulation, no more at once than before" if self.accumulation > 1 else "")
         return [Status(f"Resuming a run trained by {before} process(es) with {now}: the "
                        f"global batch stays {self.batch_size} images ({self.rank_batch} per "
-                       "process), so the schedule and learning rate are unchanged.")]
+                       f"process{passes}), so the schedule and learning rate are unchanged.")]
 
-    def _stop_requested(self, control: TrainControl) -> bool:
+    def _requests(self, control: TrainControl) -> tuple[bool, bool]:
+        """(pause, stop) before this step. Under torchrun every rank gets the same answer
+        (a request on any rank, e.g. rank 0's control file, counts for all), so all pause
+        and stop at the same step; otherwise the others would wait in a collective."""
         if self.dist is None:
+            return control.pause_requested, control.stop_requested
+        pause, stop = self.dist.flags([control.pause_requested, control.stop_requested],
+                                      self.device)
+        return pause, stop
+
+    def _wait_while_paused(self, control: TrainControl) -> bool:
+        """Hold until resumed or stopped; True when stopped."""
+        if self.dist is None:
+            control.wait_until_resumed()
             return control.stop_requested
-        # Every rank must stop at the same step, or the others wait in a collective forever.
-        return self.dist.any(control.stop_requested, self.device)
+        # Every rank asks again every poll: a collective left waiting through a long pause
+        # would hit the process group's timeout.
+        while True:
+            time.sleep(POLL_SECONDS)
+            pause, stop = self._requests(control)
+            if stop or not pause:
+                return stop
 
     def _save_pseudo_labels(self) -> None:
         if not self.is_main:

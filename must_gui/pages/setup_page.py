@@ -109,14 +109,16 @@ def preview_task(project: Project, run_dir: Path):
     image with the zero-shot model; returns the Predictions."""
 
     def run(context: TaskContext):
+        from must_engine.devices import in_process_device
         from must_engine.predict import predict_run
         from must_engine.training.trainer import prepare_run
 
         job = project.train_job()
-        device = None if project.device == "auto" else project.device
+        here = in_process_device(project.device)  # "all GPUs": the first one, here
+        device = None if here == "auto" else here
         prepare_run(job, run_dir, on_event=context.on_event, device=device)
         context.emit(Status("Scoring every image with the zero-shot classifier"))
-        return predict_run(run_dir, device=project.device, on_event=context.emit,
+        return predict_run(run_dir, device=here, on_event=context.emit,
                            should_stop=context.should_stop)
 
     return run

@@ -58,11 +58,22 @@ IDLE, PREPARING, TRAINING, PAUSED, STOPPING, PREDICTING = (
 START_DELAY_MS = 100
 
 
-def train_task(request: StartRequest, control):
+def train_task(request: StartRequest, control, gpu_count=None, child_device: str = "cuda"):
+    """Train in this process, or for "all GPUs" in a torchrun child of ``gpu_count()``
+    processes on ``child_device`` (both settable for tests), followed through its log."""
+
     def run(context: TaskContext):
+        from must_engine.devices import ALL_GPUS, cuda_count
         from must_engine.training.trainer import train
 
         project = request.project
+        if project.device == ALL_GPUS:
+            from must_engine.torchrun_child import train_in_child
+
+            return train_in_child(project.train_job(), request.run_dir,
+                                  processes=(gpu_count or cuda_count)(), device=child_device,
+                                  control=control, resume=request.resume,
+                                  on_event=context.on_event)
         device = None if project.device == "auto" else project.device
         return train(project.train_job(), request.run_dir, control=control,
                      resume=request.resume, device=device, on_event=context.on_event)
@@ -74,6 +85,7 @@ def predict_task(run_dir: Path, device: str, control):
     """Classify the run's folder; ``control`` (a TrainControl) pauses it between batches."""
 
     def run(context: TaskContext):
+        from must_engine.devices import in_process_device
         from must_engine.predict import predict_run
 
         def should_stop() -> bool:
@@ -81,7 +93,8 @@ def predict_task(run_dir: Path, device: str, control):
             return control.stop_requested or context.should_stop()
 
         context.emit(Status("Classifying every image with the adapted model"))
-        predictions = predict_run(run_dir, device=device, on_event=context.emit,
+        predictions = predict_run(run_dir, device=in_process_device(device),
+                                  on_event=context.emit,
                                   should_stop=should_stop)
         predictions.save_npz(predictions_cache(run_dir))
         return predictions
@@ -211,6 +224,9 @@ class TrainingPage(QWidget):
         self._report_state = ""
         self._resumed_at = 0  # the step the current run (re)started from
         self.device = ""  # where the current or last run trains, as the engine reported it
+        # "All GPUs": how many there are (None: ask torch) and what each child process uses.
+        self.gpu_count = None
+        self.child_device = "cuda"
         self._build()
         self._set_state(IDLE)
 
@@ -347,7 +363,8 @@ class TrainingPage(QWidget):
         self.stats.setText("")
         self._train_stats = ""
         self.status.setText("Loading the model and checking the images…")
-        worker = Worker(train_task(request, self.control), name="training",
+        worker = Worker(train_task(request, self.control, self.gpu_count, self.child_device),
+                        name="training",
                         control=self.control, parent=self)
         worker.event.connect(self.handle_event)
         worker.succeeded.connect(self._train_succeeded)

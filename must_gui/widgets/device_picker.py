@@ -1,4 +1,5 @@
-"""Choose where to compute: automatic, each CUDA GPU (name and memory), Apple MPS, or the CPU.
+"""Choose where to compute: automatic, each CUDA GPU (name and memory), all GPUs together
+(training under torchrun) where there are several, Apple MPS, or the CPU.
 
 Listing devices imports torch, so it runs on a worker thread the first time it is shown.
 """
@@ -14,13 +15,13 @@ AUTO_LABEL = "Automatic (the best device here)"
 
 
 def list_device_choices(_context: TaskContext) -> list[tuple[str, str]]:
-    from must_engine.devices import list_devices
+    from must_engine.devices import device_choices, list_devices
 
-    return [(d.choice, d.label) for d in list_devices()]
+    return device_choices(list_devices())  # with "All N GPUs" where there are several
 
 
 class DevicePicker(QComboBox):
-    """Signals: ``deviceChanged(choice)`` with "auto", "cuda:0", "mps" or "cpu"."""
+    """Signals: ``deviceChanged(choice)`` with "auto", "cuda:0", "cuda:all", "mps" or "cpu"."""
 
     deviceChanged = Signal(str)
 
