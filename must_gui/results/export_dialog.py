@@ -35,6 +35,8 @@ from must_engine.events import ExportCheck, ExportProgress
 from must_engine.export import DEFAULT_NAMES
 from must_engine.predict import Predictions
 from must_engine.runs import MODEL_FILE
+from must_gui.run_report import read_run_report
+from must_gui.widgets.run_summary import KeptBanner
 from must_gui.workers import TaskContext, Worker
 
 
@@ -202,6 +204,11 @@ class ExportDialog(QDialog):
                           else "There is no training run: only predictions can be exported.")
             note.setWordWrap(True)
             layout.addWidget(note)
+        # What is being exported, and plainly when it is not better than zero-shot.
+        self.kept_banner = KeptBanner()
+        if self._has_model:
+            self.kept_banner.show_report(read_run_report(self._run_dir))
+        layout.addWidget(self.kept_banner)
         layout.addWidget(box)
         layout.addWidget(dest_box)
         layout.addWidget(self.stage_label)

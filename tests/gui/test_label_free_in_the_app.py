@@ -239,6 +239,11 @@ def test_a_run_not_better_than_zero_shot_says_so_on_the_page_and_in_the_results(
     assert banner.isVisible() and banner.alarm
     assert "not better than zero-shot" in banner.text()
     assert "did not beat zero-shot" in banner.text()
+    # ... and so does the export dialog, before anything is exported.
+    dialog = results.open_export_dialog("bundle")
+    assert dialog.kept_banner.isVisible() and dialog.kept_banner.alarm
+    assert "did not beat zero-shot" in dialog.kept_banner.text()
+    dialog.close()
     results.clear_results()
     assert not banner.isVisible()
 
