@@ -5,10 +5,13 @@ Run it under a display; on a headless machine under Xvfb:
     xvfb-run -s "-screen 0 1400x900x24" python tools/screenshots.py [OUT_DIR]
 
 OUT_DIR defaults to docs/screenshots/. The script walks the real window through the start
-page, the setup (folder and classes), the zero-shot preview, training in progress, the
-results and the About box. It uses the embedded demo when it is installed and otherwise
-made-up pictures with a tiny random model. Settings go to a temporary folder, never to the
-user's own.
+page, the setup (folder and classes), the class-name workbench, the zero-shot preview,
+training in progress, the results, the About box and the results' Check views: a
+spot-check answered from the demo's answer key, the confusion matrices, the changed
+predictions, a correction in the results and one in the inspector window. It uses the
+embedded demo when it is installed and otherwise made-up pictures with a tiny random model
+(the Check views need the demo's answer key). ``--only 09 10`` writes only the screenshots
+whose names start so. Settings go to a temporary folder, never to the user's own.
 """
 
 from __future__ import annotations
@@ -48,7 +51,12 @@ def settle(app, seconds: float = 0.4) -> None:
         time.sleep(0.02)
 
 
+ONLY: tuple[str, ...] = ()  # name prefixes to write (--only); empty: all
+
+
 def shoot(app, widget, path: Path) -> None:
+    if ONLY and not path.name.startswith(ONLY):
+        return
     settle(app)
     image = widget.grab()
     if not image.save(str(path)):
@@ -85,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="train the demo pictures with the settings a new project gets "
                              "(the auto preset: its probe and its schedule) instead of the "
                              "demo project's own")
+    parser.add_argument("--only", nargs="+", default=[], metavar="PREFIX",
+                        help="write only the screenshots whose names start so (e.g. 09 10)")
     args = parser.parse_args(argv)
+    global ONLY
+    ONLY = tuple(args.only)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
 
@@ -145,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     shoot(app, window, out / "03-setup-advanced.png")
     page.advanced_section.set_expanded(False)
 
+    if demo_files.demo_available():
+        shoot_workbench(app, page, classes, out)
+
     done = []
     page.previewFinished.connect(done.append)
     page.start_preview()
@@ -183,10 +198,85 @@ def main(argv: list[str] | None = None) -> int:
     shoot(app, dialog, out / "07-about.png")
     dialog.close()
 
+    if demo_files.demo_available():
+        shoot_check_views(app, window, images, scratch, out)
+
     window._quit_after_stop = True
     window.close()
     window.wait_for_workers(30_000)
     return 0
+
+
+def shoot_workbench(app, page, classes: list[str], out: Path) -> None:
+    """09: the class-name workbench, with a synonym typed in and previewed (not saved, so
+    the run below is the demo's own)."""
+    from must_gui.trust.workbench_dialog import SYNONYMS
+
+    dialog = page.open_workbench()
+    wait_until(app, lambda: dialog.result is not None, what="the class-name workbench")
+    dialog.table.item(classes.index("moon"), SYNONYMS).setText("crescent")
+    dialog.preview()
+    shoot(app, dialog, out / "09-class-name-workbench.png")
+    dialog.reject()
+
+
+def shoot_check_views(app, window, images: Path, scratch: Path, out: Path) -> None:
+    """10-14: the results' Check views on the demo run, answered from its answer key the way
+    a person who knows the pictures would answer."""
+    import shutil
+
+    from must_engine import demo_files
+    from must_engine.evaluate import read_labels_csv
+    from must_gui.main_window import RESULTS
+
+    window.show_page(RESULTS)
+    results = window.results.page
+    trust = results.trust
+    pred = results.predictions
+    key = scratch / "answer_key.csv"  # a user's own labels file, beside the photos
+    shutil.copy(demo_files.demo_answer_key(), key)
+    truth = read_labels_csv(key, pred.class_names)
+
+    spot = trust.open_spot_check()
+    wait_until(app, lambda: spot.isVisible(), what="the spot-check window")
+    for _ in range(30):
+        spot.class_buttons[truth[spot.current]].click()
+        settle(app, 0.05)
+    settle(app, 1.0)  # the next picture loads
+    shoot(app, spot, out / "10-spot-check.png")
+    spot.close()
+
+    confusion = trust.measure_with_labels(key)
+    shoot(app, confusion, out / "11-confusion-matrix.png")
+    confusion.close()
+
+    changes = trust.open_changes()
+    shoot(app, changes, out / "12-changed-predictions.png")
+    changes.close()
+
+    # A correction: the least sure wrong prediction nobody has answered yet.
+    labels = pred.labels()
+    answered = set(trust.labels.labels)
+    wrong = [i for i in range(len(pred)) if labels[i] != truth[pred.paths[i]]
+             and pred.paths[i] not in answered]
+    item = min(wrong, key=lambda i: float(pred.confidences()[i]))
+    results.select_item(item)
+    settle(app, 1.0)
+    trust.correction.combo.setCurrentText(pred.class_names[truth[pred.paths[item]]])
+    trust.correction.apply_button.click()
+    settle(app, 2.0)  # thumbnails
+    shoot(app, window, out / "13-results-check-and-correction.png")
+
+    # The inspector window on the next wrong one, corrected there.
+    later = [i for i in wrong if i != item]
+    results.select_item(later[0])
+    dialog = results.open_inspector()
+    box = trust.window_correction
+    box.combo.setCurrentText(pred.class_names[truth[pred.paths[later[0]]]])
+    box.apply_button.click()
+    settle(app, 1.5)
+    shoot(app, dialog, out / "16-inspector-window.png")
+    dialog.close()
 
 
 if __name__ == "__main__":

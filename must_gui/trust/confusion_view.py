@@ -7,6 +7,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
+    QAbstractScrollArea,
     QDialog,
     QHBoxLayout,
     QLabel,
@@ -40,6 +41,10 @@ def matrix_table(matrix: list[list[int]], names: list[str]) -> QTableWidget:
                             f"({share:.0%} of {names[r]})")
             table.setItem(r, c, item)
     table.resizeColumnsToContents()
+    # The whole matrix when the screen has room (ten classes were cut off at the right).
+    table.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
+    # Not in the Tab chain: a focus frame on the first cell read as "this one is special".
+    table.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
     return table
 
 
@@ -77,4 +82,7 @@ class ConfusionDialog(QDialog):
         layout.addWidget(self.accuracy_label)
         layout.addLayout(tables, 1)
         layout.addWidget(close, 0, Qt.AlignmentFlag.AlignRight)
-        self.resize(980, 460)
+        hint = self.sizeHint()
+        room = self.screen().availableGeometry()
+        self.resize(min(max(hint.width(), 600), int(room.width() * 0.95)),
+                    min(max(hint.height(), 360), int(room.height() * 0.9)))

@@ -96,7 +96,7 @@ class SpotCheckDialog(QDialog):
         names = self.pred.class_names
         per_row = 3 if len(names) > 4 else 2
         for c, name in enumerate(names):
-            text = f"{c + 1}  {name}" if c < 9 else name
+            text = f"{(c + 1) % 10}  {name}" if c < 10 else name  # 0 for the tenth
             b = QPushButton(text)
             b.setMinimumHeight(34)
             b.clicked.connect(lambda _=False, c=c: self.answer(c))
@@ -124,7 +124,11 @@ class SpotCheckDialog(QDialog):
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["true class", "answers", "adapted", "zero-shot"])
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        # "100% (31%–100%)" on one line: wrapped, the intervals were hard to read
+        self.table.setWordWrap(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         note = QLabel("Answers are weighted for the stratified sample (by predicted class and "
                       "confidence); intervals are 95 %. Your answers are saved in the project "
@@ -150,6 +154,8 @@ class SpotCheckDialog(QDialog):
     def _action_for(self, key: int):
         if Qt.Key.Key_1 <= key <= Qt.Key.Key_9 and key - Qt.Key.Key_1 < len(self.class_buttons):
             return lambda: self.answer(key - Qt.Key.Key_1)
+        if key == Qt.Key.Key_0 and len(self.class_buttons) >= 10:
+            return lambda: self.answer(9)
         if key == Qt.Key.Key_N:
             return lambda: self.answer(NONE_OF_THESE)
         if key == Qt.Key.Key_S:

@@ -136,6 +136,8 @@ class WorkbenchDialog(QDialog):
         for row, (count, agree) in enumerate(zip(r.class_counts(), r.agreement, strict=True)):
             self.table.item(row, IMAGES).setText(f"{count:,}")
             self.table.item(row, AGREEMENT).setText("–" if math.isnan(agree) else f"{agree:.0%}")
+        for col in (IMAGES, AGREEMENT):  # the headers in full, beside the numbers
+            self.table.resizeColumnToContents(col)
         if r.similar:
             pairs = ", ".join(f"“{a}” and “{b}” ({s:.2f})" for a, b, s in r.similar)
             self.similar.setText(f"<span style='color:#b35900'>⚠ Nearly identical to the model: "

@@ -78,6 +78,26 @@ def test_spot_check_30_answers_show_the_estimate(page, qtbot, tmp_path):
     again.close()
 
 
+def test_spot_check_key_0_answers_the_tenth_class(qtbot, tmp_path):
+    from must_engine.predict import Predictions
+
+    base = make_predictions(tmp_path, per_class=10)
+    names = [f"class {i}" for i in range(10)]
+    probs = np.random.default_rng(0).dirichlet(np.ones(10), len(base.paths)).astype(np.float32)
+    page = ResultsPage()
+    qtbot.addWidget(page)
+    page.show()
+    page.trust.set_labels_file(tmp_path / "ten_labels.json")
+    page.set_results(Predictions(base.root, base.paths, names, probs, probs), tmp_path / "run")
+    dialog = page.trust.open_spot_check()
+    qtbot.waitExposed(dialog)
+    assert dialog.class_buttons[9].text().startswith("0 ")
+    path = dialog.current
+    qtbot.keyClick(dialog, Qt.Key.Key_0)
+    assert dialog.state.answers == {path: "class 9"}
+    dialog.close()
+
+
 def test_confusion_matrix_on_a_folder_with_class_subfolders(page, qtbot):
     pred = page.predictions
     dialog = page.trust.measure_with_labels()
