@@ -135,8 +135,8 @@ class ResultsHost(QWidget):
     def set_results(self, predictions, run_dir: Path) -> None:
         self.prepare()
         self.run_dir = Path(run_dir)
-        self.run_label.setText(f"Results of {self.run_dir.name} (another run: pick it on the "
-                               "Training page)")
+        self.run_label.setText(f"Results of {self.run_dir.name} · to see another run, pick it "
+                               "on the Training page")
         self.run_label.show()
         if self.page is None:
             counts = predictions.class_counts()

@@ -272,10 +272,10 @@ def pseudo_label_text(pseudo: PseudoLabels | None, row: PseudoLabel | None,
     if row.label < 0:
         return "The teacher did not see this image in the last epoch."
     name = class_names[row.label] if row.label < len(class_names) else f"class {row.label}"
-    verdict = ("passed the threshold: it was trained on" if row.passed
-               else "below the threshold: not used for training")
-    return (f"{name} at {row.confidence:.1%} (step {pseudo.step}).\n"
-            f"Threshold {pseudo.threshold:.0%}: {verdict}.")
+    verdict = ("above the threshold" if row.passed else "below the threshold")
+    used = "trained on this label" if row.passed else "not used for training"
+    return (f"{name} at {row.confidence:.1%} (step {pseudo.step}), {verdict} of "
+            f"{pseudo.threshold:.0%}: {used}.")
 
 
 class InspectorPanel(QWidget):

@@ -89,6 +89,8 @@ class CorrectionBox(QWidget):
             u = labelled[0]
             if u is None:
                 self.status.setText("None: the next run trains on the teacher's pseudo-label.")
+                # Offer the class the image is shown as (Set confirms it), not the first one.
+                self.combo.setCurrentIndex(int(pred.final_probs[rows[0]].argmax()))
             else:
                 name = u.label if u.label is not None else "none of these"
                 self.status.setText(f"<b>{name}</b> ({u.source}): a fixed label in every "

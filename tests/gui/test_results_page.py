@@ -173,8 +173,8 @@ def test_inspector_shows_top5_and_pseudo_label(qtbot, page, results):
     label, conf = CLASSES[int(probs.argmax())], float(probs.max())
     text = panel.pseudo_label.text()
     assert f"{label} at {conf:.1%}" in text and "step 42" in text
-    assert ("passed the threshold" in text) == (conf > 0.6)
-    assert "Threshold 60%" in text
+    assert ("above the threshold of 60%: trained on this label" in text) == (conf > 0.6)
+    assert ("below the threshold of 60%: not used for training" in text) == (conf <= 0.6)
     _wait_inspector(qtbot, panel)
     assert panel.preview.pixmap() is not None
     assert "64 × 64 pixels" in panel.file_label.text()

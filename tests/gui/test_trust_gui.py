@@ -156,7 +156,12 @@ def test_several_images_corrected_at_once_from_the_grid(page, qtbot, tmp_path):
 
 def test_the_inspector_window_sets_and_clears_the_images_class(page, qtbot, tmp_path):
     pred = page.predictions
-    assert page.select_item(4)
+    # Offered: the class the image is shown as (Set confirms it), not the first class.
+    other = int(np.flatnonzero(pred.labels() != pred.labels()[4])[-1])
+    for item in (other, 4):
+        assert page.select_item(item)
+        shown_as = pred.class_names[pred.labels()[item]]
+        assert page.trust.correction.combo.currentText() == shown_as
     # a second image selected in the grid: the window still acts on the one it shows
     page.grid.selectionModel().select(page.proxy.index(page.proxy.proxy_row_of_item(7), 0),
                                       page.grid.selectionModel().SelectionFlag.Select)
@@ -168,6 +173,7 @@ def test_the_inspector_window_sets_and_clears_the_images_class(page, qtbot, tmp_
     assert dialog.panel.item == 4
     assert "pseudo-label" in box.status.text() and not box.remove_button.isEnabled()
     assert box.apply_button.text() == "Set"
+    assert box.combo.currentText() == pred.class_names[pred.labels()[4]]
     name = pred.class_names[2]
     box.combo.setCurrentText(name)
     box.apply_button.click()
