@@ -274,7 +274,6 @@ class Trainer:
         self.fixed_labels = FixedLabels(run_labels, self.files, self.device)
         self.watch = CollapseWatch(self.info.class_names)
         self.learning_watch = NoConfidentLabelsWatch(self.settings.conf_threshold)
-        self.watch.replay(self.info.path / METRICS_FILE)
 
         student = must_model_from_config(self.info.architecture)
         extra = load_model_weights(self.info.path / ZERO_SHOT_FILE, student)
@@ -337,6 +336,9 @@ class Trainer:
                                  layer_decay=s.layer_decay, num_layers=layers)
             for group, want in zip(self.optimizer.param_groups, fresh, strict=True):
                 group["weight_decay"] = want["weight_decay"]
+        # Only what run() keeps of the log: epochs after the checkpoint are done again and
+        # must count once (a death during the epoch-end scoring left one in the log).
+        self.watch.replay(self.info.path / METRICS_FILE, self._kept_log_bytes())
 
     # ---- state -------------------------------------------------------------------------
     def _reset_epoch_stats(self) -> None:
@@ -512,7 +514,7 @@ class Trainer:
         if self.is_main:
             self.info.save()
         log = (open_event_log(self.info.path / METRICS_FILE,  # noqa: SIM115
-                              self.info.data.get("metrics_bytes") if self.step else 0)
+                              self._kept_log_bytes())
                if self.is_main else None)
 
         def out(event: Event) -> Event:
@@ -624,6 +626,11 @@ class Trainer:
             # The persistent workers belong to the old loader's iterator: dropping it ends
             # them now, not whenever this Trainer is collected (the app may keep it).
             self.loader = self._new_loader()
+
+    def _kept_log_bytes(self) -> int | None:
+        """How much of the event log a run from the current step keeps (None: all of it,
+        for runs that did not record it)."""
+        return self.info.data.get("metrics_bytes") if self.step else 0
 
     def _new_loader(self):
         """One loader for the whole run: its worker processes start once, not every epoch."""

@@ -104,13 +104,16 @@ class CollapseWatch:
         self.warned.update((kind, k) for k in fresh)
         return fresh
 
-    def replay(self, metrics_log: str | Path) -> None:
+    def replay(self, metrics_log: str | Path, keep_bytes: int | None = None) -> None:
         """Feed the epoch summaries of a run's log (a resumed run), keeping their warnings
-        marked as given."""
+        marked as given. ``keep_bytes``: only the start of the log that the resume keeps (the
+        epochs after its checkpoint are trained, summarised and warned about again)."""
         path = Path(metrics_log)
         if not path.is_file():
             return
-        for line in path.read_text(encoding="utf-8").splitlines():
+        with open(path, "rb") as f:
+            data = f.read() if keep_bytes is None else f.read(max(0, int(keep_bytes)))
+        for line in data.decode("utf-8", errors="replace").splitlines():
             try:
                 data = json.loads(line)
             except ValueError:

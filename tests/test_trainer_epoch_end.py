@@ -1,0 +1,84 @@
+"""The epoch's end and a stop: each epoch's summary, warnings and label-free score reach the
+run's log exactly once, whether a stop is asked for during the epoch-end scoring (the run
+stops at the epoch boundary and resumes there) or the process dies during it (the resumed
+run does that epoch again, from its log cut back to the last checkpoint)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import must_engine.training.trainer as trainer_module
+from must_engine.events import RunFinished
+from must_engine.training.control import TrainControl
+from must_engine.training.label_free import RunScorer
+from must_engine.training.trainer import Trainer, train
+from must_engine.trust.collapse import CollapseWatch, CollapseWatchSettings
+from tests.test_trainer import make_job
+
+
+def _log(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _warnings(log) -> list[tuple]:
+    return [(w["kind"], w["classes"], w["step"]) for w in log if w["type"] == "RunWarning"]
+
+
+def _of(log, kind: str, key: str) -> list:
+    return [e[key] for e in log if e["type"] == kind]
+
+
+def test_a_stop_asked_during_the_epoch_end_scoring_scores_each_epoch_once(
+        tmp_path, image_folder, class_names, tiny_model_dir, monkeypatch):
+    run = tmp_path / "run"
+    control = TrainControl()
+    real = RunScorer.score_teacher
+
+    def stop_while_scoring(self, teacher, epoch, step):
+        if epoch == 0:
+            control.stop()
+        return real(self, teacher, epoch, step)
+
+    monkeypatch.setattr(RunScorer, "score_teacher", stop_while_scoring)
+    first = list(train(make_job(image_folder, class_names, tiny_model_dir, epochs=3), run,
+                       control=control))
+    assert isinstance(first[-1], RunFinished) and first[-1].stopped
+    assert first[-1].step == 4  # 24 images / 6 a batch: the end of the first epoch
+    resumed = list(Trainer(run).run())
+    assert not resumed[-1].stopped and resumed[-1].step == 12
+    log = _log(run)
+    assert _of(log, "EpochSummary", "epoch") == [0, 1, 2]
+    teacher_scores = [e["epoch"] for e in log
+                      if e["type"] == "ClassifierScored" and e["kind"] == "teacher"]
+    assert teacher_scores == [0, 1, 2]
+    selection = json.loads((run / "run.json").read_text())["selection"]
+    assert [c["epoch"] for c in selection["candidates"] if c["kind"] == "teacher"] == [0, 1, 2]
+
+
+def test_a_run_that_dies_during_the_epoch_end_scoring_keeps_that_epochs_warnings(
+        tmp_path, image_folder, class_names, tiny_model_dir, monkeypatch):
+    # A watch that warns about nearly every class at the first epoch's end.
+    monkeypatch.setattr(trainer_module, "CollapseWatch", lambda names: CollapseWatch(
+        names, CollapseWatchSettings(far_below=10.0)))
+    real = RunScorer.score_teacher
+
+    def dies(self, teacher, epoch, step):
+        raise KeyboardInterrupt  # a second Ctrl-C, or the process killed
+
+    monkeypatch.setattr(RunScorer, "score_teacher", dies)
+    run = tmp_path / "run"
+    job = make_job(image_folder, class_names, tiny_model_dir, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        list(train(job, run))
+    warned = _warnings(_log(run))
+    assert warned  # epoch 0's warnings were logged before the scoring died
+
+    monkeypatch.setattr(RunScorer, "score_teacher", real)
+    list(Trainer(run).run())
+    log = _log(run)
+    assert _of(log, "EpochSummary", "epoch") == [0, 1]
+    # The redone epoch warns again (its first warnings were cut from the log with it), and
+    # counts once: the second epoch's summary is not the third the watch has seen.
+    assert _warnings(log)[:len(warned)] == warned
