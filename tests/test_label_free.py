@@ -9,10 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from must_engine import quality
 from must_engine.classifier_init import balanced_assignment, refine_prototypes
 from must_engine.events import ClassifierKept, ClassifierScored, RunWarning
 from must_engine.models.source import ModelSpec
-from must_engine.quality import QualitySignals, classifier_signals, cot_error, quality_score
+from must_engine.quality import (
+    QualitySignals,
+    _neighbour_agreement,
+    classifier_signals,
+    cot_error,
+    quality_score,
+)
 from must_engine.runs import TrainJob
 from must_engine.selection import REFINED, TEACHER, ZERO_SHOT, KeepBest, ScoredCandidate
 from must_engine.training import label_free
@@ -73,6 +80,39 @@ def test_signals_rate_the_true_classifier_above_a_collapsed_one():
     assert unsure.certainty < 0.2 and unsure.balance < 0.5
     for value in good.to_dict().values():
         assert 0.0 <= value <= 1.0 + 1e-6
+
+
+def test_score_prefers_right_but_unsure_to_sure_but_wrong():
+    """Self-training makes a classifier surer whether or not it is right: the score must not
+    rate confidence. An unsure classifier whose labels follow the clusters beats a very sure
+    one whose (equally balanced) labels cut across them."""
+    feats, labels, centres = clusters(spread=0.15)
+    right = classifier_signals(feats, centres.T, 2.0)
+    wrong_head = torch.eye(16)[:, 4:8]  # decides by noise directions, not by cluster
+    wrong = classifier_signals(feats, wrong_head, 200.0)
+    assert float(((feats @ wrong_head).argmax(1) == labels).float().mean()) < 0.4
+    assert wrong.confidence > right.confidence + 0.3 and wrong.cot > right.cot + 0.3
+    assert abs(wrong.balance - right.balance) < 0.01
+    assert right.neighbour_agreement > 0.95 and wrong.neighbour_agreement < 0.6
+    assert quality_score(right) > quality_score(wrong) + 0.3
+
+
+def test_neighbour_agreement_is_corrected_for_chance(monkeypatch):
+    feats, labels, _ = clusters(spread=0.15)
+    assert _neighbour_agreement(feats, labels, 4) == pytest.approx(1.0)
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(2))]
+    assert _neighbour_agreement(feats, shuffled, 4) < 0.2
+    # one class for every image agrees with its neighbours trivially: no credit
+    assert _neighbour_agreement(feats, torch.zeros_like(labels), 4) == 0.0
+    # computed by chunks of rows, the same as at once
+    g = torch.Generator().manual_seed(3)
+    big = F.normalize(torch.randn(2500, 8, generator=g), dim=-1)
+    noisy = torch.where(torch.rand(2500, generator=g) < 0.3, torch.randint(0, 3, (2500,),
+                                                                          generator=g),
+                        big[:, :3].argmax(1))
+    chunked = _neighbour_agreement(big, noisy, 3)
+    monkeypatch.setattr(quality, "_CHUNK", 10_000)
+    assert chunked == _neighbour_agreement(big, noisy, 3)
 
 
 def test_reference_agreement_looks_at_the_reference_features():
