@@ -82,3 +82,35 @@ def test_a_run_that_dies_during_the_epoch_end_scoring_keeps_that_epochs_warnings
     # The redone epoch warns again (its first warnings were cut from the log with it), and
     # counts once: the second epoch's summary is not the third the watch has seen.
     assert _warnings(log)[:len(warned)] == warned
+
+
+def test_an_epochs_score_survives_when_run_json_cannot_be_written_after_the_checkpoint(
+        tmp_path, image_folder, class_names, tiny_model_dir, monkeypatch):
+    """The checkpoint is written, then run.json; if the second write fails (a full disk, a
+    kill), the resume starts after the scored epoch, so its score must come from the
+    checkpoint, or the epoch is never scored and the kept classifier's file belongs to
+    another entry of the selection."""
+    import errno
+
+    from must_engine.runs import RunInfo
+
+    real_save = RunInfo.save
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+
+    def full_disk_after_the_checkpoint(self):
+        if checkpoint.is_file():
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        real_save(self)
+
+    monkeypatch.setattr(RunInfo, "save", full_disk_after_the_checkpoint)
+    run = tmp_path / "run"
+    with pytest.raises(OSError):
+        list(train(make_job(image_folder, class_names, tiny_model_dir, epochs=2), run))
+    stale = json.loads((run / "run.json").read_text())
+    assert not [c for c in stale["selection"]["candidates"] if c["kind"] == "teacher"]
+
+    monkeypatch.setattr(RunInfo, "save", real_save)
+    resumed = list(Trainer(run).run())
+    assert [e.epoch for e in resumed if type(e).__name__ == "EpochSummary"] == [1]
+    selection = json.loads((run / "run.json").read_text())["selection"]
+    assert [c["epoch"] for c in selection["candidates"] if c["kind"] == "teacher"] == [0, 1]

@@ -60,6 +60,7 @@ from must_engine.runs import (
     new_run_data,
     open_run,
 )
+from must_engine.selection import KeepBest
 from must_engine.settings import MustSettings, resolve_settings, steps_per_epoch
 from must_engine.training.control import CONTROL_FILE, POLL_SECONDS, TrainControl
 from must_engine.training.data import (
@@ -364,6 +365,9 @@ class Trainer:
             },
             "last_label": self.last_label,
             "last_confidence": self.last_confidence,
+            # The scores of the epochs this checkpoint has trained: run.json is written after
+            # it, and a resume must not lose an epoch's candidate if that write failed.
+            "selection": self.scorer.selection.to_dict(),
         }
 
     def _record_unreadable(self) -> None:
@@ -400,6 +404,10 @@ class Trainer:
         self.ep_conf_sum, self.ep_seconds = st["conf_sum"], float(st["seconds"])
         self.last_label = state["last_label"]
         self.last_confidence = state["last_confidence"]
+        if "selection" in state:
+            self.scorer.selection = KeepBest.from_dict(state["selection"])
+            self.scorer.selection.mode = self.settings.keep
+            self.info.data["selection"] = self.scorer.selection.to_dict()
 
     # ---- training ----------------------------------------------------------------------
     def _note_unreadable(self, index: torch.Tensor, reasons) -> tuple[torch.Tensor,
