@@ -274,7 +274,8 @@ def test_load_classifier_accepts_images_paths_and_tensors(exports, adapted_run, 
     (one,) = results
     assert isinstance(one, ImagePrediction)
     assert one.label == clf.class_names[int(by_path[0].argmax())]
-    assert one.confidence == pytest.approx(float(by_path[0].max()))
+    # one image alone vs five in a batch: float32 sums differ in the last bits, as above
+    assert one.confidence == pytest.approx(float(by_path[0].max()), abs=1e-6)
     assert len(one.top_k) == 2 and one.top_k[0] == (one.label, one.confidence)
     assert sum(one.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert clf.input_settings == Preprocess(32, (0.5,) * 3, (0.25,) * 3, "bicubic")
