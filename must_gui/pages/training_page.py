@@ -9,6 +9,7 @@ and the last checkpoint is kept so the run can be resumed.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from pathlib import Path
 
@@ -54,6 +55,8 @@ from must_gui.workers import TaskContext, Worker
 # Training states, for the buttons and for the window (which asks before quitting).
 IDLE, PREPARING, TRAINING, PAUSED, STOPPING, PREDICTING = (
     "idle", "preparing", "training", "paused", "stopping", "predicting")
+# The probe's Status lines ("Probing settings 2/5: lr / 10"), for its progress.
+PROBE_STEP = re.compile(r"Probing settings (\d+)/(\d+)")
 # A run's worker starts this long after the page shows (see start()).
 START_DELAY_MS = 100
 
@@ -562,11 +565,21 @@ class TrainingPage(QWidget):
             self.download_bar.handle(event)
         elif isinstance(event, Status):
             self.status.setText(event.message)
-            if event.message.startswith("Probing settings") and self.state == PREPARING \
-                    and self._report_state != "probing":
-                self._show_report("probing")
+            if event.message.startswith("Probing settings") and self.state == PREPARING:
+                self._show_probing(event.message)
         elif isinstance(event, PredictionProgress):
             self._show_prediction(event)
+
+    def _show_probing(self, message: str) -> None:
+        """The auto preset's probe, before training: which candidate of how many."""
+        if self._report_state != "probing":
+            self._show_report("probing")
+        match = PROBE_STEP.match(message)
+        if match is not None:
+            k, n = int(match.group(1)), int(match.group(2))
+            self.progress.setRange(0, n)
+            self.progress.setValue(k - 1)
+            self.progress.setFormat(f"Probing settings: {k} of {n}")
 
     def _report_event(self, event: object) -> None:
         if isinstance(event, ClassifierScored) and event.kind == "teacher":

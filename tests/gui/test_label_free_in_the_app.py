@@ -19,6 +19,7 @@ from must_engine.events import (
     RunFinished,
     RunWarning,
     SettingsProbed,
+    Status,
     StepMetrics,
     TimeEstimate,
 )
@@ -139,6 +140,13 @@ def test_training_page_shows_expected_time_probe_scores_and_the_kept_classifier(
     run_dir, events = good_run
     summary = page.summary
     assert "Known once a run starts" in summary.time_card.text()
+
+    # While the probe runs (before training, the page preparing), its progress shows.
+    page._set_state("preparing")
+    page.handle_event(Status("Probing settings 2/5: lr / 10"))
+    assert page.progress.format() == "Probing settings: 2 of 5"
+    assert (page.progress.value(), page.progress.maximum()) == (1, 5)
+    assert "Trying a few candidate settings" in summary.probe_card.text()
 
     # Before the first step: the expected time, measured before training.
     feed(page, events, until=TimeEstimate)
