@@ -42,6 +42,7 @@ class RunReport:
     warning: RunWarning | None = None  # the below_zero_shot warning, when the run sent one
     finished: RunFinished | None = None
     epochs: int = 0  # the run's length, from RunStarted
+    resumed_at: int = 0  # the step the last (re)start began at: >0 for a resumed run
 
     def handle(self, event: object) -> bool:
         """Take in an event; True when it changed the report."""
@@ -63,6 +64,7 @@ class RunReport:
                 # A fresh start (not a resume): anything from an earlier try is gone.
                 self.__init__()
             self.epochs = event.epochs
+            self.resumed_at = event.start_step
         else:
             return False
         return True

@@ -148,9 +148,15 @@ class RunSummaryBar(QWidget):
         if self._left is not None and self._elapsed is not None:
             pace = self._elapsed + self._left
         if r.finished is not None and not r.finished.stopped:
-            lines.append(f"<b>Took {format_duration(r.finished.seconds)}</b>")
-            lines.append(_muted(f"expected {expected}") if expected else
-                         _muted("no estimate was made before this run"))
+            if r.resumed_at:  # the time of the part since it was resumed
+                lines.append(f"<b>Took {format_duration(r.finished.seconds)} after resuming "
+                             f"at step {r.resumed_at}</b>")
+                lines.append(_muted(f"expected {expected} for the whole run") if expected
+                             else _muted("no estimate was made before this run"))
+            else:
+                lines.append(f"<b>Took {format_duration(r.finished.seconds)}</b>")
+                lines.append(_muted(f"expected {expected}") if expected else
+                             _muted("no estimate was made before this run"))
         elif self._state == "training" and pace is not None:
             head = f"Expected: {expected}" if expected else "No estimate before this run"
             lines.append(f"<b>{escape(head)}</b>")

@@ -327,6 +327,22 @@ def test_time_left_adds_the_scoring_still_to_come():
     assert clock.score_seconds == pytest.approx(2.5)
 
 
+def test_a_resumed_run_says_its_time_is_since_resuming(page, good_run):
+    from dataclasses import replace
+
+    from must_engine.events import RunStarted
+
+    _run_dir, events = good_run
+    started = next(e for e in events if isinstance(e, RunStarted))
+    finished = next(e for e in events if isinstance(e, RunFinished))
+    feed(page, events[: events.index(finished)])
+    page.handle_event(replace(started, start_step=20))  # resumed at step 20...
+    page.handle_event(finished)  # ...and finished
+    text = page.summary.time_card.text()
+    assert "after resuming at step 20" in text and "for the whole run" in text
+    assert len(page.report.teacher_scores()) == 10  # a resume keeps what came before
+
+
 def test_events_the_report_ignores_leave_it_alone():
     from must_gui.run_report import RunReport
 
