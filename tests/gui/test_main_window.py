@@ -115,6 +115,12 @@ def test_full_flow_setup_preview_train_results(window, qtbot, tmp_path, monkeypa
     assert sum(plots.class_bars.counts) == 24
     assert plots.epochs_seen == 2
     assert "Epoch 2 of 2" in window.training_page.stats.text()
+    # What the run kept, through the real worker thread: a score per epoch, the kept card,
+    # and the same above the results.
+    assert [e for e, _ in plots.score_points] == [1, 2]
+    kept = window.training_page.report.kept
+    assert kept is not None and kept.label in window.training_page.summary.kept_card.text()
+    assert kept.label in window.results.page.kept_banner.text()
     run_dir = Path(done.args[1])
     assert run_dir.name == "run-001"  # the run the preview prepared was trained
     saved = json.loads(project_file.read_text(encoding="utf-8"))
