@@ -21,12 +21,13 @@ from must_engine.events import (
     TimeEstimate,
 )
 
+# The probe replaces the recipe only with a candidate ahead by more than PROBE_MARGIN; the
+# probe's summary says so when a candidate scored higher but not enough.
+from must_engine.probe import PROBE_MARGIN
+
 METRICS_FILE = "metrics.jsonl"  # as must_engine.runs names it (that module imports torch)
 BELOW_ZERO_SHOT = "below_zero_shot"
 ZERO_SHOT, REFINED, TEACHER = "zero_shot", "refined", "teacher"  # as must_engine.selection
-# The probe replaces the recipe only with a candidate ahead by more than this (the engine's
-# PROBE_MARGIN); said in the probe's summary when a candidate scored higher but not enough.
-PROBE_MARGIN = 0.01
 _LOGGED = {cls.__name__: cls for cls in (TimeEstimate, SettingsProbed, ClassifierScored,
                                          ClassifierKept, RunWarning, RunFinished, RunStarted)}
 
