@@ -55,8 +55,8 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         if f.name in _SKIP_FIELDS:
             continue
         flag = "--" + _FLAG_NAMES.get(f.name, f.name).replace("_", "-")
-        kind = {int: int, float: float, str: str, "int": int, "float": float, "str": str}.get(
-            f.type, str)
+        kind = {int: int, float: float, str: str, bool: _parse_bool, "int": int,
+                "float": float, "str": str, "bool": _parse_bool}.get(f.type, str)
         group.add_argument(flag, dest=f"set_{f.name}", type=kind, default=None,
                            metavar=f.name.upper(),
                            help=f"{FIELD_HELP.get(f.name, '')} (base default {f.default!r})")
@@ -64,6 +64,15 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-mim", action="store_true", help="turn masked image modelling off")
     group.add_argument("--no-align", action="store_true",
                        help="turn global-local feature alignment off")
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
 def _overrides(args: argparse.Namespace) -> dict:

@@ -84,12 +84,12 @@ class EpochSummary(Event):
 
 @dataclass(frozen=True)
 class ClassifierScored(Event):
-    """The label-free measure of a classifier the run could hand back (the EMA teacher at an
-    epoch's end; ``epoch`` -1 for the starting classifiers). ``score`` is in [0, 1], higher
+    """The label-free measure of a classifier the run could hand back (the EMA teacher and
+    the refined teacher at an epoch's end; ``epoch`` -1 for the starting classifiers). ``score`` is in [0, 1], higher
     is better; ``signals`` holds its parts; ``kept`` names the best-scored classifier so far,
     which is what the run will hand back, and ``kept_score`` its score."""
 
-    kind: str  # "zero_shot", "refined" or "teacher"
+    kind: str  # "zero_shot", "refined", "teacher" or "refined_teacher"
     label: str
     epoch: int
     step: int

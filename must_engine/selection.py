@@ -1,5 +1,6 @@
 """Keep the best classifier, not the last: every candidate a run produces (the zero-shot
-classifier, the refined zero-shot classifier, the EMA teacher at each epoch's end) is scored
+classifier, the refined zero-shot classifier, the EMA teacher at each epoch's end and that teacher's head refined on its own
+features) is scored
 by the label-free measure (``must_engine.quality``), and the run keeps the best-scored one.
 
 The record is plain data saved in ``run.json`` under ``"selection"``, so a resumed run keeps
@@ -14,6 +15,10 @@ from typing import Any
 ZERO_SHOT = "zero_shot"
 REFINED = "refined"
 TEACHER = "teacher"
+# The teacher after an epoch with its head replaced by the refinement of that head on the
+# teacher's own features (the soft k-means that makes refined zero-shot, seeded by the head).
+REFINED_TEACHER = "refined_teacher"
+TRAINED_KINDS = (TEACHER, REFINED_TEACHER)
 KEEP_MODES = ("best", "last")
 
 
@@ -21,7 +26,7 @@ KEEP_MODES = ("best", "last")
 class ScoredCandidate:
     """One classifier the run could hand back, with its label-free score."""
 
-    kind: str  # ZERO_SHOT, REFINED or TEACHER
+    kind: str  # ZERO_SHOT, REFINED, TEACHER or REFINED_TEACHER
     score: float
     signals: dict[str, float] = field(default_factory=dict)
     epoch: int = -1  # 0-based epoch after which a teacher was scored; -1 before training
@@ -31,6 +36,8 @@ class ScoredCandidate:
     def label(self) -> str:
         if self.kind == TEACHER:
             return f"teacher after epoch {self.epoch + 1}"
+        if self.kind == REFINED_TEACHER:
+            return f"refined teacher after epoch {self.epoch + 1}"
         return {ZERO_SHOT: "zero-shot", REFINED: "refined zero-shot"}.get(self.kind, self.kind)
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,8 +97,8 @@ class KeepBest:
     def zero_shot(self) -> ScoredCandidate | None:
         return self.first(ZERO_SHOT)
 
-    def best_of(self, kind: str) -> ScoredCandidate | None:
-        pool = [c for c in self.candidates if c.kind == kind]
+    def best_of(self, *kinds: str) -> ScoredCandidate | None:
+        pool = [c for c in self.candidates if c.kind in kinds]
         return max(pool, key=lambda c: c.score) if pool else None
 
     def verdict(self) -> str | None:
@@ -101,8 +108,8 @@ class KeepBest:
         if zero is None or self.kept < 0:
             return None
         kept = self.best
-        if kept.kind == ZERO_SHOT and self.best_of(TEACHER) is not None:
-            trained = self.best_of(TEACHER)
+        trained = self.best_of(*TRAINED_KINDS)
+        if kept.kind == ZERO_SHOT and trained is not None:
             return (f"Training did not beat zero-shot by the label-free measure (best trained "
                     f"score {trained.score:.3f}, zero-shot {zero.score:.3f}), so the run keeps "
                     f"the zero-shot classifier.")

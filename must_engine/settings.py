@@ -60,9 +60,17 @@ class MustSettings:
     # rates it above the text prototypes (see classifier_init.py, quality.py).
     prototype_init: str = "text"
     # Which classifier the run hands back: the best by the label-free measure among
-    # zero-shot, refined zero-shot and the teacher after each epoch, or the last teacher
-    # (as published).
+    # zero-shot, refined zero-shot and the teacher and refined teacher after each epoch, or
+    # the last teacher (as published).
     keep: str = "best"
+    # Offer the last teacher with its head refined on its own features (label_free.py) as one
+    # more candidate for keep = best. Off by default: the score rates it above the teacher and
+    # refined zero-shot even where it is less accurate (README, "Refined zero-shot...").
+    refined_teacher: bool = False
+    # Share of a refined head's probabilities in the teacher's pseudo-labels (0 = the
+    # teacher's head alone, as published): the refined zero-shot classifier to start, then
+    # after each epoch the teacher's head refined on the teacher's own features (label_free).
+    refined_pseudo_labels: float = 0.0
     score_images: int = 512  # images the label-free measure looks at each epoch
     # Runtime
     precision: str = "auto"
@@ -131,6 +139,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "ema_decay_final": (lambda v: 0 <= v < 1, "ema_decay_final must be in [0, 1)"),
     "ema_warm_it": (lambda v: v >= 1, "ema_warm_it must be at least 1"),
     "conf_threshold": (lambda v: 0 <= v < 1, "threshold must be in [0, 1)"),
+    "refined_pseudo_labels": (lambda v: 0 <= v <= 1, "refined_pseudo_labels must be in [0, 1]"),
     "mask_ratio": (lambda v: 0 <= v < 1, "mask ratio must be in [0, 1)"),
     "mask_patch_size": (lambda v: v >= 0, "mask patch size must be 0 (automatic) or positive"),
     "w_fair": (lambda v: v >= 0, "w_fair must not be negative"),
@@ -347,6 +356,10 @@ FIELD_HELP: dict[str, str] = {
                       "zero-shot classifier, or auto (refined where the measure rates it higher)",
     "keep": "hand back the best classifier by the label-free measure, or the last teacher",
     "score_images": "images the label-free measure scores each epoch",
+    "refined_teacher": "also offer the last teacher with its head refined on its own features "
+                       "(keep best)",
+    "refined_pseudo_labels": "share of the refined head's probabilities in the pseudo-labels "
+                             "(0 = the teacher's head alone)",
     "precision": "auto, fp32, fp16 or bf16 (mixed precision on CUDA)",
     "device": "auto, cpu, cuda, cuda:N or mps",
     "seed": "random seed (a fixed seed reproduces a CPU run exactly)",

@@ -21,7 +21,14 @@ from must_engine.quality import (
     quality_score,
 )
 from must_engine.runs import TrainJob
-from must_engine.selection import REFINED, TEACHER, ZERO_SHOT, KeepBest, ScoredCandidate
+from must_engine.selection import (
+    REFINED,
+    REFINED_TEACHER,
+    TEACHER,
+    ZERO_SHOT,
+    KeepBest,
+    ScoredCandidate,
+)
 from must_engine.training import label_free
 from must_engine.training.trainer import train
 from must_engine.weights import read_weights
@@ -190,17 +197,28 @@ def make_job(image_folder, class_names, model_dir, **extra):
 REAL_SCORE = label_free.score_candidate
 
 
-def rate_teachers(monkeypatch, teacher_scores: list[float]):
-    """Make the measure give the zero-shot classifier 0.5, the refined one 0.4 and the
-    teachers the given scores, epoch by epoch."""
+def rate_teachers(monkeypatch, teacher_scores: list[float],
+                  refined_teacher_scores: list[float] | None = None):
+    """Make the measure give the zero-shot classifier 0.5, the refined one 0.4, the
+    teachers the given scores, epoch by epoch, and the refined teachers theirs (default
+    0.1: never kept). Each refinement tries every anchor: the first one gets the score."""
     original = REAL_SCORE
     given = iter(teacher_scores)
+    refined_given = iter(refined_teacher_scores or [])
+    anchors = len(label_free.REFINE_ANCHORS)
+    calls = {"refined_teacher": 0}
 
     def fake(kind, *args, **kwargs):
         real = original(kind, *args, **kwargs)
         score = {ZERO_SHOT: 0.5, REFINED: 0.4}.get(kind)
-        return ScoredCandidate(kind, next(given) if score is None else score, real.signals,
-                               real.epoch, real.step)
+        if kind == TEACHER:
+            score = next(given)
+        elif kind == REFINED_TEACHER:
+            first = calls["refined_teacher"] % anchors == 0
+            calls["refined_teacher"] += 1
+            score = (next(refined_given, 0.1) if first else 0.0) if refined_teacher_scores \
+                else 0.1
+        return ScoredCandidate(kind, score, real.signals, real.epoch, real.step)
 
     monkeypatch.setattr(label_free, "score_candidate", fake)
 
@@ -208,10 +226,11 @@ def rate_teachers(monkeypatch, teacher_scores: list[float]):
 def test_a_run_keeps_and_exports_its_best_scored_teacher(tmp_path, image_folder, class_names,
                                                           tiny_model_dir, monkeypatch):
     rate_teachers(monkeypatch, [0.7, 0.6, 0.55])
-    events = list(train(make_job(image_folder, class_names, tiny_model_dir, epochs=3),
-                        tmp_path / "run"))
+    events = list(train(make_job(image_folder, class_names, tiny_model_dir, epochs=3,
+                                 refined_teacher=True), tmp_path / "run"))
     scored = [e for e in events if isinstance(e, ClassifierScored)]
-    assert [e.kind for e in scored] == [ZERO_SHOT, REFINED, TEACHER, TEACHER, TEACHER]
+    assert [e.kind for e in scored] == [ZERO_SHOT, REFINED, TEACHER, TEACHER, TEACHER,
+                                        REFINED_TEACHER]
     assert [e.kept for e in scored][-1] == "teacher after epoch 1"
     kept = next(e for e in events if isinstance(e, ClassifierKept))
     assert kept.kind == TEACHER and kept.epoch == 0 and kept.score == 0.7
@@ -219,7 +238,7 @@ def test_a_run_keeps_and_exports_its_best_scored_teacher(tmp_path, image_folder,
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     sel = info["selection"]
     assert sel["kept_label"] == "teacher after epoch 1" and sel["kept_score"] == 0.7
-    assert [c["score"] for c in sel["candidates"]] == [0.5, 0.4, 0.7, 0.6, 0.55]
+    assert [c["score"] for c in sel["candidates"]] == [0.5, 0.4, 0.7, 0.6, 0.55, 0.1]
     assert all(set(c["signals"]) == set(QualitySignals.__dataclass_fields__)
                for c in sel["candidates"])
     # what was saved is the epoch-1 teacher, not the last one
@@ -238,6 +257,43 @@ def test_a_run_keeps_and_exports_its_best_scored_teacher(tmp_path, image_folder,
     assert not torch.equal(kept_weights["classifier"], last["classifier"])
 
 
+def test_a_run_keeps_a_refined_teacher_when_it_scores_best(tmp_path, image_folder, class_names,
+                                                          tiny_model_dir, monkeypatch):
+    # the last teacher, refined, scores best
+    rate_teachers(monkeypatch, [0.6, 0.62, 0.61], refined_teacher_scores=[0.8])
+    heads = []  # each epoch's refined teacher head, as offered
+    real_refinement = label_free.best_refinement
+
+    def spy(kind, *args, **kwargs):
+        out = real_refinement(kind, *args, **kwargs)
+        if kind == REFINED_TEACHER:
+            heads.append(out[0].clone())
+        return out
+
+    monkeypatch.setattr(label_free, "best_refinement", spy)
+    events = list(train(make_job(image_folder, class_names, tiny_model_dir, epochs=3,
+                                 refined_teacher=True), tmp_path / "run"))
+    kept = next(e for e in events if isinstance(e, ClassifierKept))
+    assert kept.kind == REFINED_TEACHER and kept.epoch == 2 and kept.score == 0.8
+    assert kept.label == "refined teacher after epoch 3"
+    weights, meta = read_weights(tmp_path / "run" / "model.safetensors")
+    assert meta["kept"] == "refined teacher after epoch 3"
+    # the head handed back is the refinement (only the last teacher is refined), not the
+    # trained head, on the last teacher's image tower
+    assert len(heads) == 1
+    assert torch.equal(weights["classifier"], heads[0])
+    assert not (tmp_path / "run" / label_free.BEST_FILE).exists()
+    # keep = last (published) hands back the last teacher and refines nothing
+    rate_teachers(monkeypatch, [0.6, 0.62, 0.61], refined_teacher_scores=[0.55, 0.8, 0.59])
+    last_events = list(train(make_job(image_folder, class_names, tiny_model_dir, epochs=3,
+                                      keep="last", refined_teacher=True), tmp_path / "last"))
+    assert not any(isinstance(e, ClassifierScored) and e.kind == REFINED_TEACHER
+                   for e in last_events)
+    last, _ = read_weights(tmp_path / "last" / "model.safetensors")
+    assert torch.equal(weights["visual.conv1.weight"], last["visual.conv1.weight"])
+    assert not torch.equal(weights["classifier"], last["classifier"])
+
+
 def test_a_run_rated_below_zero_shot_says_so(tmp_path, image_folder, class_names,
                                              tiny_model_dir, monkeypatch, capsys):
     rate_teachers(monkeypatch, [0.3, 0.2])
@@ -245,6 +301,8 @@ def test_a_run_rated_below_zero_shot_says_so(tmp_path, image_folder, class_names
                                  prototype_init="text"), tmp_path / "run"))
     kept = next(e for e in events if isinstance(e, ClassifierKept))
     assert kept.kind == ZERO_SHOT
+    # the refined teacher is only offered when asked for
+    assert not any(isinstance(e, ClassifierScored) and e.kind == REFINED_TEACHER for e in events)
     warning = next(e for e in events if isinstance(e, RunWarning) and e.kind == "below_zero_shot")
     assert warning.kind == "below_zero_shot" and "did not beat zero-shot" in warning.message
     kept_weights, _ = read_weights(tmp_path / "run" / "model.safetensors")
@@ -267,3 +325,71 @@ def test_a_run_rated_below_zero_shot_says_so(tmp_path, image_folder, class_names
     assert "below zero-shot (0.500)" in err
     assert not math.isnan(json.loads((tmp_path / "last" / "run.json").read_text())
                           ["selection"]["kept_score"])
+
+
+# ---- pseudo-labels shared with the refined head ----------------------------------------------
+def test_pseudo_labels_share_the_refined_head_and_a_resume_keeps_it(tmp_path, image_folder,
+                                                                    class_names, tiny_model_dir):
+    from must_engine.events import StepMetrics
+    from must_engine.training.control import TrainControl
+    from must_engine.training.trainer import Trainer, prepare_run
+
+    # keep = last: the saved model is the last teacher, whatever the scores; every
+    # pseudo-label counts, so the head that makes them matters
+    job = make_job(image_folder, class_names, tiny_model_dir, refined_pseudo_labels=1.0,
+                   keep="last", conf_threshold=0.0, epochs=3)
+    prepare_run(job, tmp_path / "run")
+    trainer = Trainer(tmp_path / "run")
+    zero, _ = read_weights(tmp_path / "run" / "zero_shot.safetensors")
+    assert torch.equal(trainer.refined_head, zero["extra.refined_classifier"])
+    size = trainer.info.preprocess.image_size
+    images = torch.randn(4, 3, size, size)
+    teacher = trainer.teacher.module.eval()
+    with torch.no_grad():
+        refined = (teacher.logit_scale * teacher.embed(images) @ trainer.refined_head)
+        alone = teacher(images)
+        # all of it from the refined head, then none of it
+        assert torch.allclose(trainer._teacher_logits(images).softmax(-1), refined.softmax(-1),
+                              atol=1e-5)
+        trainer.settings.refined_pseudo_labels = 0.0
+        assert torch.equal(trainer._teacher_logits(images), alone.float())
+        trainer.settings.refined_pseudo_labels = 0.5
+        half = trainer._teacher_logits(images).softmax(-1)
+        assert torch.allclose(half, (refined.softmax(-1) + alone.softmax(-1)) / 2, atol=1e-5)
+    trainer.settings.refined_pseudo_labels = 1.0
+    list(trainer.run())
+    # after each epoch the teacher's own refinement takes over
+    assert trainer.refined_head is not None
+    assert torch.equal(trainer.refined_head, trainer.scorer.last_refined_head)
+    assert not torch.equal(trainer.refined_head, zero["extra.refined_classifier"])
+
+    # a run stopped after the first epoch's update resumes with that head, not the first one
+    control = TrainControl()
+    for e in train(job, tmp_path / "stopped", control=control):
+        if isinstance(e, StepMetrics) and e.step == e.steps_per_epoch:  # mid epoch 2
+            control.stop()
+    state = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)
+    assert not torch.equal(state["refined_head"], zero["extra.refined_classifier"])
+    resumed = Trainer(tmp_path / "stopped")
+    assert torch.equal(resumed.refined_head, state["refined_head"])
+    list(resumed.run())
+    a, _ = read_weights(tmp_path / "run" / "model.safetensors")
+    b, _ = read_weights(tmp_path / "stopped" / "model.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_the_command_line_turns_the_refined_teacher_on_and_refuses_a_non_boolean(capsys):
+    from must_engine.cli import _overrides, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "photos", "--classes", "a,b", "--refined-teacher", "true",
+                              "--refined-pseudo-labels", "0.5"])
+    overrides = _overrides(args)
+    assert overrides["refined_teacher"] is True and overrides["refined_pseudo_labels"] == 0.5
+    off = _overrides(parser.parse_args(["train", "photos", "--classes", "a,b",
+                                        "--refined-teacher", "off"]))
+    assert off["refined_teacher"] is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "photos", "--classes", "a,b", "--refined-teacher", "maybe"])
+    assert "expected true or false" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from must_engine.classes import check_class_names, check_templates, default_templates
 from must_engine.classifier_init import text_classifier
@@ -278,6 +279,10 @@ class Trainer:
 
         student = must_model_from_config(self.info.architecture)
         extra = load_model_weights(self.info.path / ZERO_SHOT_FILE, student)
+        # the head that shares the pseudo-labels (refined_pseudo_labels): refined zero-shot to
+        # start, the refined teacher after each epoch (None in runs made before it existed)
+        self.refined_head = extra["refined_classifier"].float().to(self.device) \
+            if "refined_classifier" in extra else None
         if "start_classifier" in extra:
             with torch.no_grad():
                 student.classifier.copy_(extra["start_classifier"])
@@ -368,6 +373,7 @@ class Trainer:
             # The scores of the epochs this checkpoint has trained: run.json is written after
             # it, and a resume must not lose an epoch's candidate if that write failed.
             "selection": self.scorer.selection.to_dict(),
+            **({"refined_head": self.refined_head} if self.refined_head is not None else {}),
         }
 
     def _record_unreadable(self) -> None:
@@ -408,6 +414,8 @@ class Trainer:
             self.scorer.selection = KeepBest.from_dict(state["selection"])
             self.scorer.selection.mode = self.settings.keep
             self.info.data["selection"] = self.scorer.selection.to_dict()
+        if "refined_head" in state:  # absent from checkpoints made before it existed
+            self.refined_head = state["refined_head"]
 
     # ---- training ----------------------------------------------------------------------
     def _note_unreadable(self, index: torch.Tensor, reasons) -> tuple[torch.Tensor,
@@ -430,6 +438,28 @@ class Trainer:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _teacher_logits(self, weak: torch.Tensor) -> torch.Tensor:
+        """The teacher's pseudo-label logits; with ``refined_pseudo_labels`` > 0, the log of
+        its probabilities mixed with those of the refined head on the teacher's features."""
+        share = self.settings.refined_pseudo_labels
+        teacher = self.teacher.module
+        if share <= 0 or self.refined_head is None:
+            return teacher(weak).float()
+        emb = teacher.embed(weak).float()
+        probs = teacher.logits_from_embedding(emb).float().softmax(dim=-1)
+        refined = (teacher.logit_scale * emb @ self.refined_head).softmax(dim=-1)
+        return ((1 - share) * probs + share * refined).clamp_min(1e-12).log()
+
+    def _update_refined_head(self) -> None:
+        """After an epoch: the scorer's refinement of the teacher's head becomes the head that
+        shares the pseudo-labels (on every process: only the main one scores)."""
+        head = self.scorer.last_refined_head if self.is_main else None
+        head = self.refined_head if head is None else head.float().to(self.device)
+        if self.dist is not None:
+            mine = head if self.is_main else torch.zeros_like(self.refined_head)
+            head = F.normalize(self.dist.mean(mine) * self.dist.world_size, dim=0)
+        self.refined_head = head
 
     def train_step(self, weak: torch.Tensor, student_view: torch.Tensor,
                    index: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -466,7 +496,7 @@ class Trainer:
         # The teacher runs in fp32 outside autocast, as in the reference code: at a logit
         # scale of 100, bf16 logits moved confidences by up to 0.084 and flipped argmaxes.
         with torch.no_grad():
-            teacher_logits = self.teacher.module(weak).float()
+            teacher_logits = self._teacher_logits(weak)
         labels, confidence, confident = pseudo_labels(teacher_logits, s.conf_threshold)
         confident = confident & valid
         st_labels, st_weight = self.fixed_labels.apply(index, labels, confident)
@@ -604,10 +634,13 @@ class Trainer:
                 for warning in (*self.watch.update(summary, self.step),
                                 *self.learning_watch.update(summary, self.step)):
                     yield out(warning)
-                scored = self.scorer.score_teacher(self.teacher.module, epoch, self.step) \
+                scored = self.scorer.score_teacher(self.teacher.module, epoch, self.step,
+                                                   final=self.step >= self.total_steps) \
                     if self.is_main else []  # only the main process saves what is kept
                 for event in scored:
                     yield out(event)
+                if s.refined_pseudo_labels > 0 and self.refined_head is not None:
+                    self._update_refined_head()
                 self.info.data["selection"] = self.scorer.selection.to_dict()
                 self._reset_epoch_stats()
                 self._save_pseudo_labels()

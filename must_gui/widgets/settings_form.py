@@ -63,6 +63,8 @@ LABELS: dict[str, str] = {
     "precision": "Precision", "seed": "Random seed", "num_workers": "Loader workers (-1 = auto)",
     "log_every": "Report every N steps (0 = auto)",
     "keep": "Classifier kept", "score_images": "Images scored each epoch",
+    "refined_pseudo_labels": "Refined share of pseudo-labels",
+    "refined_teacher": "Offer the refined last teacher",
 }
 
 HELP: dict[str, str] = {
@@ -79,6 +81,9 @@ HELP: dict[str, str] = {
     "keep": "'best' keeps the classifier with the best label-free score (zero-shot included); "
             "'last' keeps the last teacher, as published.",
     "precision": "'auto' uses bf16/fp16 on CUDA and fp32 elsewhere.",
+    "refined_pseudo_labels": "How much the refined classifier (soft k-means on the teacher's "
+                             "own features) shares the teacher's pseudo-labels; 0 = the "
+                             "teacher alone, as published.",
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -97,6 +102,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 # Fractions edited with spin boxes: (min, max).
 UNIT_FLOATS: dict[str, tuple[float, float]] = {
     "conf_threshold": (0.0, 0.99), "ema_decay_init": (0.0, 0.9999),
+    "refined_pseudo_labels": (0.0, 1.0),
     "ema_decay_final": (0.0, 0.9999), "mask_ratio": (0.0, 0.95), "layer_decay": (0.05, 1.0),
     "strong_scale_min": (0.05, 1.0),
 }

@@ -136,7 +136,8 @@ def as_published() -> dict:
     from must_engine.settings import MustSettings
 
     names = {f.name for f in fields(MustSettings)}
-    return {k: v for k, v in {"prototype_init": "text", "keep": "last"}.items() if k in names}
+    published = {"prototype_init": "text", "keep": "last", "refined_pseudo_labels": 0.0}
+    return {k: v for k, v in published.items() if k in names}
 
 
 # ---- data and models -------------------------------------------------------------------
@@ -282,12 +283,20 @@ def _trainer_of(gen):
 
 
 @torch.no_grad()
-def _teacher_accuracy(trainer, images: Path, class_names: list[str]) -> float:
+def _teacher_accuracy(trainer, images: Path, class_names: list[str],
+                      head: torch.Tensor | None = None) -> float:
+    """The teacher's accuracy; with ``head``, of the teacher with that classifier."""
     files = trainer.files
+    model = trainer.teacher.module
+    if head is not None:
+        import copy
+
+        model = copy.deepcopy(model)
+        model.classifier.copy_(head)
     # Restore the RNG so that looking at the teacher never changes the run.
     state = torch.random.get_rng_state()
     try:
-        (probs,), ok = predict_probs([trainer.teacher.module], [images / f for f in files],
+        (probs,), ok = predict_probs([model], [images / f for f in files],
                                      trainer.info.preprocess, device=trainer.device)
     finally:
         torch.random.set_rng_state(state)
@@ -345,10 +354,12 @@ def run_train(work: Path, images: Path, class_names: list[str], model_dir: Path,
             warnings.append(event.message)
         name = type(event).__name__
         if name == "ClassifierScored":
-            if event.kind == "teacher":
+            if event.kind in ("teacher", "refined_teacher"):
                 trainer = _trainer_of(gen)
-                acc = _teacher_accuracy(trainer, images, class_names) if trainer else None
-                scored.append({"kind": "teacher", "epoch": event.epoch, "score": event.score,
+                head = trainer.scorer.last_refined_head if trainer and \
+                    event.kind == "refined_teacher" else None
+                acc = _teacher_accuracy(trainer, images, class_names, head) if trainer else None
+                scored.append({"kind": event.kind, "epoch": event.epoch, "score": event.score,
                                "accuracy": acc})
             else:
                 start_scores.append({"kind": event.kind, "epoch": -1, "score": event.score})
@@ -432,6 +443,8 @@ def _kept_short(kept: dict | None) -> str:
         return "-"
     if kept["kind"] == "teacher":
         return f"epoch {kept['epoch'] + 1}"
+    if kept["kind"] == "refined_teacher":
+        return f"refined epoch {kept['epoch'] + 1}"
     return kept["kind"].replace("_", "-")
 
 
