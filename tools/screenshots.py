@@ -8,7 +8,8 @@ OUT_DIR defaults to docs/screenshots/. The script walks the real window through 
 page, the setup (folder and classes), the class-name workbench, the zero-shot preview,
 training in progress, the results, the About box and the results' Check views: a
 spot-check answered from the demo's answer key, the confusion matrices, the changed
-predictions, a correction in the results and one in the inspector window. It uses the
+predictions, a correction in the results and one in the inspector window, and a short run
+whose class-name warning shows beside the plots. It uses the
 embedded demo when it is installed and otherwise made-up pictures with a tiny random model
 (the Check views need the demo's answer key). ``--only 09 10`` writes only the screenshots
 whose names start so. Settings go to a temporary folder, never to the user's own.
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if demo_files.demo_available():
         shoot_check_views(app, window, images, scratch, out)
+        if not ONLY or any(o.startswith("18") for o in ONLY):
+            shoot_run_warning(app, window, classes, out)
 
     window._quit_after_stop = True
     window.close()
@@ -221,7 +224,7 @@ def shoot_workbench(app, page, classes: list[str], out: Path) -> None:
 
 
 def shoot_check_views(app, window, images: Path, scratch: Path, out: Path) -> None:
-    """10-14: the results' Check views on the demo run, answered from its answer key the way
+    """10-13 and 17: the results' Check views on the demo run, answered from its answer key the way
     a person who knows the pictures would answer."""
     import shutil
 
@@ -275,8 +278,31 @@ def shoot_check_views(app, window, images: Path, scratch: Path, out: Path) -> No
     box.combo.setCurrentText(pred.class_names[truth[pred.paths[later[0]]]])
     box.apply_button.click()
     settle(app, 1.5)
-    shoot(app, dialog, out / "16-inspector-window.png")
+    shoot(app, dialog, out / "17-inspector-window.png")
     dialog.close()
+
+
+def shoot_run_warning(app, window, classes: list[str], out: Path) -> None:
+    """18: a real warning beside the plots: "house" renamed "hut", a name this small model
+    never learnt, in a short run; no image of it passes the threshold."""
+    from must_gui.main_window import RESULTS, SETUP, TRAINING
+
+    page = window.setup_page
+    window.show_page(SETUP)
+    page.class_editor.set_names(["hut" if c == "house" else c for c in classes])
+    window.project.overrides = {**window.project.overrides, "epochs": 3}
+    page.set_project(window.project)
+    training = window.training_page
+    finished = []
+    training.resultsReady.connect(lambda p, r: finished.append(r))
+    # set_project scans the folder again; Start waits for that
+    wait_until(app, lambda: not page.problem(), what="the folder scan")
+    page.request_start()
+    wait_until(app, lambda: bool(finished), timeout=600, what="the end of the short run")
+    wait_until(app, lambda: window.current_page() == RESULTS, what="the results page")
+    window.show_page(TRAINING)
+    wait_until(app, lambda: bool(training.warnings.text()), what="the run's warning")
+    shoot(app, window, out / "18-run-warning.png")
 
 
 if __name__ == "__main__":
