@@ -230,6 +230,17 @@ def _default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def is_folder(path: str | os.PathLike[str]) -> bool:
+    """Path.is_dir, but a path over the system's limit raises FolderPathTooLongError (one
+    sentence saying what to do) instead of a raw "[Errno 36] File name too long"."""
+    try:
+        return Path(path).is_dir()
+    except OSError as exc:
+        if is_name_too_long(exc):
+            raise FolderPathTooLongError(path) from exc
+        raise
+
+
 def check_folder(folder: Path) -> None:
     """Raise one clear sentence when ``folder`` is missing, a file, or a path too long."""
     try:

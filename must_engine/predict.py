@@ -20,7 +20,7 @@ from must_engine.devices import resolve_device
 from must_engine.distributed import Distributed
 from must_engine.events import Event, PredictionProgress, Status
 from must_engine.image_cache import ImageSource, run_image_source
-from must_engine.images import SkippedFile, scan_folder, unreadable_reason
+from must_engine.images import SkippedFile, is_folder, scan_folder, unreadable_reason
 from must_engine.io_utils import atomic_write, from_spreadsheet_safe, spreadsheet_safe
 from must_engine.models.must_model import MustModel, must_model_from_config
 from must_engine.runs import (
@@ -317,7 +317,7 @@ def predict_run(run_dir: str | Path, images: str | Path | None = None, *,
     """
     run = open_run(run_dir)
     root = Path(images) if images is not None else run.images_root
-    if not root.is_dir():
+    if not is_folder(root):
         raise RunError(f"Image folder {root} was not found; check the path.")
     skipped: list[SkippedFile] = []
     if files is None:

@@ -394,3 +394,25 @@ def test_damaged_bytes_never_escape_as_other_errors(tmp_path: Path) -> None:
                 assert exc.reason
     scan = scan_folder(tmp_path)
     assert len(scan.files) + len(scan.skipped) == 6 * 15
+
+
+def test_training_and_prediction_say_what_to_do_with_a_path_too_long(
+        tmp_path, tiny_model_dir) -> None:
+    """Through the Python API too (the app and the command line check the folder first)."""
+    from must_engine.models.source import ModelSpec
+    from must_engine.predict import predict_run
+    from must_engine.runs import TrainJob
+    from must_engine.training.trainer import prepare_run
+
+    too_long = tmp_path / ("a" * 300)
+    job = TrainJob(too_long, ["cat", "dog"], ModelSpec.parse(str(tiny_model_dir)))
+    with pytest.raises(FolderPathTooLongError, match="check the path"):
+        prepare_run(job, tmp_path / "run")
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        _solid(color=(60 * i, 0, 0)).save(images / f"{i}.png")
+    prepare_run(TrainJob(images, ["cat", "dog"], ModelSpec.parse(str(tiny_model_dir))),
+                tmp_path / "run")
+    with pytest.raises(FolderPathTooLongError, match="check the path"):
+        predict_run(tmp_path / "run", images=too_long)

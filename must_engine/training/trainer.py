@@ -36,7 +36,7 @@ from must_engine.events import (
     StepMetrics,
 )
 from must_engine.image_cache import CacheSetting, cache_side, image_source
-from must_engine.images import confirm_readable, scan_folder
+from must_engine.images import confirm_readable, is_folder, scan_folder
 from must_engine.io_utils import atomic_write, write_json
 from must_engine.masking import (
     MaskSpec,
@@ -131,7 +131,7 @@ def _prepare_run(job: TrainJob, run_dir: str | Path, *, on_event: EventSink | No
     names = check_class_names([n.strip() for n in job.class_names])
     templates = check_templates(job.templates) if job.templates else default_templates()
     images = Path(job.images).expanduser()
-    if not images.is_dir():
+    if not is_folder(images):
         raise RunError(f"Image folder {images} was not found; check the path.")
     _emit(on_event, Status(f"Scanning {images}"))
     # Listed, not decoded: files are checked as the first epoch decodes them (and fills the
