@@ -36,10 +36,10 @@ def test_a_stop_asked_during_the_epoch_end_scoring_scores_each_epoch_once(
     control = TrainControl()
     real = RunScorer.score_teacher
 
-    def stop_while_scoring(self, teacher, epoch, step):
+    def stop_while_scoring(self, teacher, epoch, step, **kwargs):
         if epoch == 0:
             control.stop()
-        return real(self, teacher, epoch, step)
+        return real(self, teacher, epoch, step, **kwargs)
 
     monkeypatch.setattr(RunScorer, "score_teacher", stop_while_scoring)
     first = list(train(make_job(image_folder, class_names, tiny_model_dir, epochs=3), run,
@@ -64,7 +64,7 @@ def test_a_run_that_dies_during_the_epoch_end_scoring_keeps_that_epochs_warnings
         names, CollapseWatchSettings(far_below=10.0)))
     real = RunScorer.score_teacher
 
-    def dies(self, teacher, epoch, step):
+    def dies(self, teacher, epoch, step, **kwargs):
         raise KeyboardInterrupt  # a second Ctrl-C, or the process killed
 
     monkeypatch.setattr(RunScorer, "score_teacher", dies)
