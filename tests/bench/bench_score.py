@@ -15,8 +15,9 @@ Not part of the test run. Two steps:
         was dumped), reports per set the within-run Spearman rho between score and true
         accuracy and the *regret*: accuracy lost by keeping the best-scored candidate
         instead of the truly best one (what keep-best would hand back, the refinement's
-        anchor choice included), averaged over seeds. ``--refined-teachers`` adds, for each
-        epoch, the teacher with its head refined on its own features (each anchor).
+        anchor choice included), averaged over seeds. ``--refined-teachers each|last`` adds
+        the teacher with its head refined on its own features (each anchor), after every
+        epoch or after the last.
 
 The dumped runs were trained under the score in force at the time (the probe picks settings
 by it), so ``eval`` measures which classifier a run would keep, given how it trained.
@@ -194,7 +195,7 @@ def cmd_dump(args) -> int:
 class Ctx:
     """One run's candidates, with what formulas need computed once."""
 
-    def __init__(self, dump: dict, refined_teachers: bool = False):
+    def __init__(self, dump: dict, refined_teachers: str = "none"):
         self.dump = dump
         # The probe scores a short trial of each setting it tries (teachers after a few
         # steps, each "epoch 0") before the run; the run's own teachers start at the last
@@ -204,11 +205,12 @@ class Ctx:
         self.probe = [c for c in recs[:first] if c["kind"] == "teacher"]
         self.cands = [c for i, c in enumerate(recs) if c["kind"] != "teacher" or i >= first]
         truth = dump["truth"]
-        if refined_teachers:
+        if refined_teachers != "none":
             # The head of each epoch's teacher refined on its own features of the scored
             # images (soft k-means seeded with the head), each anchor a candidate: what a
             # run offers as "refined_teacher" when it refines the teacher.
-            for t in [c for c in self.cands if c["kind"] == "teacher"]:
+            teachers = [c for c in self.cands if c["kind"] == "teacher"]
+            for t in teachers[-1:] if refined_teachers == "last" else teachers:
                 for a in REFINE_ANCHORS:
                     w = refine_prototypes(t["features"], t["classifier"], t["logit_scale"],
                                           anchor=a)
@@ -451,7 +453,7 @@ REFINE_ANCHORS = label_free.REFINE_ANCHORS
 
 
 def load_dumps(out: Path, held_out: bool, sets: str | None,
-               refined_teachers: bool = False) -> dict[str, list[Ctx]]:
+               refined_teachers: str = "none") -> dict[str, list[Ctx]]:
     by_set: dict[str, list[Ctx]] = {}
     for path in sorted((out / "dumps").glob("*.pt")):
         d = torch.load(path, weights_only=False)  # our own dumps
@@ -468,7 +470,7 @@ def cmd_eval(args) -> int:
     by_set = load_dumps(args.out.resolve(), args.held_out, args.sets, args.refined_teachers)
     names = args.formulas.split(",") if args.formulas else list(FORMULAS)
     order = [s for s in ba.SETS if s in by_set]
-    head = "| formula | " + " | ".join(f"{s} rho / regret" for s in order) + \
+    head = "| formula | " + " | ".join(f"{s} rho / regret / kept %" for s in order) + \
         " | mean rho | mean regret | worst regret |"
     lines = [head, "|" + "---|" * (len(order) + 4)]
     for name in names:
@@ -482,7 +484,9 @@ def cmd_eval(args) -> int:
             rhos.append(rho)
             regrets += reg
             picks = "/".join(_short(r[2]) for r in res)
-            cells.append(f"{rho:+.2f} / {100 * statistics.mean(reg):.1f} ({picks})")
+            kept = statistics.mean(r[2]["accuracy"] for r in res)
+            cells.append(f"{rho:+.2f} / {100 * statistics.mean(reg):.1f} / {100 * kept:.1f} "
+                         f"({picks})")
         lines.append(f"| {name} | " + " | ".join(cells) +
                      f" | {np.nanmean(rhos):+.2f} | {100 * statistics.mean(regrets):.2f} | "
                      f"{100 * max(regrets):.1f} |")
@@ -514,9 +518,9 @@ def main(argv=None) -> int:
     e.add_argument("--held-out", action="store_true", help="include the held-out sets")
     e.add_argument("--sets", help="only these sets (comma-separated)")
     e.add_argument("--formulas", help="comma-separated names from FORMULAS (default all)")
-    e.add_argument("--refined-teachers", action="store_true",
-                   help="add each epoch's teacher with its head refined on its own features "
-                   "(anchors 0.5/0.3/0.1) to the candidates")
+    e.add_argument("--refined-teachers", choices=("none", "each", "last"), default="none",
+                   help="add the teacher with its head refined on its own features (anchors "
+                   "0.5/0.3/0.1) to the candidates: after each epoch, or after the last")
     e.add_argument("--oracle", action="store_true", help="print every candidate's accuracy")
     args = p.parse_args(argv)
     return cmd_dump(args) if args.cmd == "dump" else cmd_eval(args)
