@@ -206,17 +206,26 @@ class RunReport:
         if kept is None:
             return ""
         others = [s for s in self.scores if (s.kind, s.epoch) != (kept.kind, kept.epoch)]
+        runner = None
         if "best label-free score" in kept.reason and others:
-            runner = max(others, key=lambda s: s.score)
+            runner = runner_of(others)
             text = (f"Best of the {len(self.scores)} classifiers scored; next: {runner.label} "
                     f"({runner.score:.3f}).")
         else:
             text = _sentence(kept.reason)
         best = self.best_teacher()
         if kept.kind != TEACHER and best is not None:
-            text += (f" The trained weights are not used: the best trained teacher ({best.label}) "
-                     f"scored {best.score:.3f}.")
+            if best is runner:  # its score is already in the sentence
+                text += " The trained weights are not used."
+            else:
+                text += (f" The trained weights are not used: the best of them, {best.label}, "
+                         f"scored {best.score:.3f}.")
         return text
+
+
+def runner_of(scores: list) -> object | None:
+    """The best-scored of ``scores`` (None when empty)."""
+    return max(scores, key=lambda s: s.score) if scores else None
 
 
 def format_duration(seconds: float) -> str:

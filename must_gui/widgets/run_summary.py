@@ -47,7 +47,7 @@ SIGNALS = (("confidence", "confidence", "mean top-class probability"),
 
 
 class SummaryCard(QFrame):
-    """A caption and up to LINES lines of rich text."""
+    """A caption and at least LINES lines of rich text."""
 
     def __init__(self, caption: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -64,7 +64,9 @@ class SummaryCard(QFrame):
         layout.setSpacing(1)
         layout.addWidget(self.caption)
         layout.addWidget(self.value, 1)
-        self.value.setFixedHeight(LINES * self.value.fontMetrics().lineSpacing() + 2)
+        # room for LINES lines from the start, so the row does not jump as text arrives;
+        # a longer reason grows the card rather than being cut off mid-sentence
+        self.value.setMinimumHeight(LINES * self.value.fontMetrics().lineSpacing() + 2)
 
     def set(self, html: str, tooltip: str = "", *, alarm: bool = False,
             good: bool = False) -> None:

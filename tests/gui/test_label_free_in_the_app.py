@@ -351,3 +351,20 @@ def test_events_the_report_ignores_leave_it_alone():
     assert report.handle(ClassifierScored("zero_shot", "zero-shot", -1, 0, 0.5, {}, "zero-shot",
                                           0.5, 0.5))
     assert report.zero_shot_score == 0.5 and not report.below_zero_shot()
+
+
+def test_a_summary_card_grows_to_show_a_long_reason_whole(qtbot):
+    from must_gui.widgets.run_summary import SummaryCard
+
+    card = SummaryCard("CLASSIFIER KEPT")
+    qtbot.addWidget(card)
+    card.resize(380, 40)
+    card.show()
+    short_height = card.sizeHint().height()
+    card.set("<b>refined zero-shot</b><br>" + "a reason that goes on and on " * 12)
+    card.adjustSize()
+    label = card.value
+    # every wrapped line fits: the label is at least as tall as its text needs at its width
+    assert label.height() >= label.heightForWidth(label.width()) > 3 * label.fontMetrics(
+        ).lineSpacing()
+    assert card.sizeHint().height() > short_height
