@@ -19,9 +19,9 @@ from pathlib import Path
 
 from must_engine.events import Event, RunFinished, RunStarted, event_from_dict
 from must_engine.run_lock import run_lock
-from must_engine.runs import METRICS_FILE, RunError, TrainJob, open_run
+from must_engine.runs import CHECKPOINT_FILE, METRICS_FILE, RunError, TrainJob, open_run
 from must_engine.training.control import TrainControl, write_request
-from must_engine.training.event_log import open_event_log
+from must_engine.training.event_log import checkpoint_log_bytes, open_event_log
 
 EventSink = Callable[[Event], None]
 POLL_SECONDS = 0.1
@@ -58,7 +58,11 @@ def train_in_child(job: TrainJob, run_dir: str | Path, *, processes: int, device
     log = run_dir / METRICS_FILE
     # The child cuts the log back to its checkpoint's end before appending (a resumed run
     # repeats the steps after it); cut it here first, and follow it from there.
-    keep = int(info.data.get("metrics_bytes") or 0) if info.step else 0
+    # The checkpoint's own record first: run.json is written after it and may lag.
+    checkpoint = run_dir / CHECKPOINT_FILE
+    keep = checkpoint_log_bytes(checkpoint) if checkpoint.is_file() else None
+    if keep is None:
+        keep = int(info.data.get("metrics_bytes") or 0) if info.step else 0
     open_event_log(log, keep).close()
     offset = log.stat().st_size
     cmd = torchrun_command(run_dir, info.images_root, processes, device)

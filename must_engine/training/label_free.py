@@ -28,9 +28,21 @@ from must_engine.selection import (
     ScoredCandidate,
 )
 from must_engine.settings import MustSettings
-from must_engine.weights import load_model_weights, save_model_weights
+from must_engine.weights import load_model_weights, read_weights, save_model_weights
 
-BEST_FILE = "best_teacher.safetensors"
+BEST_FILE = "best_teacher.safetensors"  # one file for every step, as runs made it before
+
+
+def best_file(step: int) -> str:
+    """The best teacher's weights are named by the step they hold: they are saved before the
+    checkpoint records the selection, and a run that dies in between and redoes the epoch
+    must not leave other weights under the name the selection points to."""
+    return f"best_teacher_step{step}.safetensors"
+
+
+BEST_FILES = "best_teacher_step*.safetensors"  # every step's, for a glob
+
+
 KEPT_HEAD = "kept_head"  # the refined teacher's head, stored beside the teacher it refines
 # Soft k-means needs no more than this many images to place the prototypes.
 REFINE_IMAGES = 5000
@@ -198,7 +210,7 @@ class RunScorer:
         cand = score_candidate(TEACHER, feats, head, scale, reference, epoch=epoch, step=step)
         events = []
         if self.selection.offer(cand):
-            save_model_weights(self.run_dir / BEST_FILE, teacher,
+            save_model_weights(self.run_dir / best_file(step), teacher,
                                metadata={"role": "best-teacher", "epoch": str(epoch)})
         events.append(self._scored_event(cand))
         # Training moves the features; refining the head on them, as refined zero-shot does
@@ -213,7 +225,7 @@ class RunScorer:
             self.last_refined_head = protos
             if offer:
                 if self.selection.offer(refined):
-                    save_model_weights(self.run_dir / BEST_FILE, teacher,
+                    save_model_weights(self.run_dir / best_file(step), teacher,
                                        extra={KEPT_HEAD: protos},
                                        metadata={"role": "best-teacher", "epoch": str(epoch)})
                 events.append(self._scored_event(refined))
@@ -228,9 +240,10 @@ class RunScorer:
             last = max((c for c in self.selection.candidates if c.kind == TEACHER),
                        key=lambda c: c.step)
             model = teacher
-            if best is not last and (self.run_dir / BEST_FILE).is_file():
+            path = self._best_path(best)
+            if best is not last and path is not None:
                 model = must_model_from_config(architecture)
-                extra = load_model_weights(self.run_dir / BEST_FILE, model)
+                extra = load_model_weights(path, model)
                 if best.kind == REFINED_TEACHER:
                     with torch.no_grad():
                         model.classifier.copy_(extra[KEPT_HEAD])
@@ -256,6 +269,26 @@ class RunScorer:
                 step=best.step))
         return model, events
 
+    def _best_path(self, best: ScoredCandidate) -> Path | None:
+        path = self.run_dir / best_file(best.step)
+        if path.is_file():
+            return path
+        legacy = self.run_dir / BEST_FILE  # a run resumed from before the files had steps
+        if legacy.is_file() and read_weights(legacy)[1].get("epoch") == str(best.epoch):
+            return legacy
+        return None
+
+    def prune(self) -> None:
+        """Delete the best-teacher files the selection no longer names; call once the
+        checkpoint (which records the selection) is written."""
+        keep = (best_file(self.selection.best.step) if self.selection.candidates
+                and self.selection.best.kind in TRAINED_KINDS else None)
+        for path in self.run_dir.glob(BEST_FILES):
+            if path.name != keep:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
     def cleanup(self) -> None:
-        with contextlib.suppress(OSError):
-            (self.run_dir / BEST_FILE).unlink(missing_ok=True)
+        for path in (self.run_dir / BEST_FILE, *self.run_dir.glob(BEST_FILES)):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ the CPU with a fixed seed the result equals that of an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -107,6 +108,10 @@ def _torch_save(obj, path: Path) -> None:
     # C++ stream errors.
     with open(path, "wb") as f:
         torch.save(obj, f)
+
+
+def _log_line(event: Event) -> str:
+    return json.dumps(event.to_dict()) + "\n"
 
 
 def _emit(on_event: EventSink | None, event: Event) -> None:
@@ -355,7 +360,7 @@ class Trainer:
         self.ep_conf_sum = torch.zeros((), device=d)
         self.ep_seconds = 0.0
 
-    def _checkpoint_state(self) -> dict:
+    def _checkpoint_state(self, log_bytes: int | None = None) -> dict:
         return {
             "format": 1,
             "step": self.step,
@@ -373,6 +378,9 @@ class Trainer:
             # The scores of the epochs this checkpoint has trained: run.json is written after
             # it, and a resume must not lose an epoch's candidate if that write failed.
             "selection": self.scorer.selection.to_dict(),
+            # Where the event log ends with this checkpoint's line, for the same reason: a
+            # resume cuts the log back to it (None: a process that writes no log).
+            "metrics_bytes": log_bytes,
             **({"refined_head": self.refined_head} if self.refined_head is not None else {}),
         }
 
@@ -380,11 +388,11 @@ class Trainer:
         self.info.data.setdefault("data", {})["skipped_in_training"] = [
             {"path": f, "reason": r} for f, r in self.unreadable.items()]
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self, log_bytes: int | None = None) -> Path:
         path = self.info.path / CHECKPOINT_FILE
         if not self.is_main:
             return path
-        state = self._checkpoint_state()
+        state = self._checkpoint_state(log_bytes)
         atomic_write(path, lambda p: _torch_save(state, p))
         self.info.data.update(step=self.step, total_steps=self.total_steps)
         self._record_unreadable()
@@ -414,6 +422,8 @@ class Trainer:
             self.scorer.selection = KeepBest.from_dict(state["selection"])
             self.scorer.selection.mode = self.settings.keep
             self.info.data["selection"] = self.scorer.selection.to_dict()
+        if state.get("metrics_bytes") is not None:  # older checkpoints: run.json's
+            self.info.data["metrics_bytes"] = int(state["metrics_bytes"])
         if "refined_head" in state:  # absent from checkpoints made before it existed
             self.refined_head = state["refined_head"]
 
@@ -555,11 +565,19 @@ class Trainer:
                               self._kept_log_bytes())
                if self.is_main else None)
 
-        def out(event: Event) -> Event:
-            import json
+        def checkpoint(epoch: int) -> CheckpointSaved:
+            """Save the checkpoint, with where the log will end once its event is written."""
+            event = CheckpointSaved(str(self.info.path / CHECKPOINT_FILE), self.step, epoch)
+            ends = (log.tell() + len(_log_line(event).encode("utf-8"))
+                    if log is not None else None)
+            self.save_checkpoint(ends)
+            if self.is_main:
+                self.scorer.prune()  # the checkpoint now names the kept teacher
+            return event
 
+        def out(event: Event) -> Event:
             if log is not None:
-                log.write(json.dumps(event.to_dict()) + "\n")
+                log.write(_log_line(event))
                 if isinstance(event, CheckpointSaved):  # where a resume from it trims the log
                     self.info.data["metrics_bytes"] = log.tell()
                     self.info.save()
@@ -604,8 +622,7 @@ class Trainer:
                         yield from self._flush(pending, window_start, step_seconds, out)
                         self.ep_seconds += time.perf_counter() - epoch_t0
                         self.check_weights_finite()
-                        path = self.save_checkpoint()
-                        yield out(CheckpointSaved(str(path), self.step, epoch))
+                        yield out(checkpoint(epoch))
                         self.info.data["status"] = "stopped"
                         if self.is_main:
                             self.info.save()
@@ -646,8 +663,7 @@ class Trainer:
                 self._save_pseudo_labels()
                 self.check_weights_finite()
                 if self.step < self.total_steps:
-                    path = self.save_checkpoint()
-                    yield out(CheckpointSaved(str(path), self.step, epoch))
+                    yield out(checkpoint(epoch))
             self.check_weights_finite()
             model_path = self._finish()
             for event in self.kept_events:
