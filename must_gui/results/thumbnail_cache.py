@@ -10,17 +10,23 @@
 - An optional disk cache of small JPEGs makes a second visit to a folder of large photos
   cheap. Its key is the path, the file's identity (`must_engine.image_cache.file_identity`,
   the same rule as the engine's decoded-image cache: a file replaced under the same name is
-  never shown from an old entry) and the thumbnail size.
+  never shown from an old entry) and the thumbnail size. It is capped in bytes (least
+  recently used thumbnails go first) and drops the ``.tmp`` files that writers killed
+  mid-write leave behind; both in one folder scan, at the first write of a session and then
+  every few hundred writes, never on every thumbnail.
 - Before decoding, a run's images are looked up in the engine's decoded-image cache (read
   only: `must_engine.image_cache.load_preview` says why it is never filled from here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QRectF, QRunnable, Qt, QThreadPool, QTimer, Signal
@@ -32,6 +38,21 @@ from must_gui.thumbnails import pil_to_qimage
 
 CACHE_ENV = "MUST_STUDIO_CACHE_DIR"
 APP_NAME = "MUST Studio"
+# A 160-px thumbnail at quality 88 is ~7 KiB, so 300 MiB holds ~44,000 of them: a few big
+# photo folders at the default size, or one at every zoom step, for under a tenth of the
+# decoded-image cache beside it (4 GB).
+DEFAULT_DISK_MAX_BYTES = 300 * 1024**2
+# A folder scan (the cap and stale files) runs at the first write of a session and then
+# after this many writes (~3.5 MB at 7 KiB, about 1 % of the cap: the overshoot between
+# scans), so a thumbnail never pays for a scan of the whole folder.
+_PRUNE_EVERY_WRITES = 500
+# Pruning goes down to this share of the cap, so it does not run again at the next scan.
+_PRUNE_TO = 0.9
+# A writer saves ~7 KiB and renames it within milliseconds; a .tmp file this old was left by
+# a killed writer. Generous, so a writer in another process stalled by a suspended laptop or
+# a slow network drive is never cut off (if one were, its rename fails and it only loses
+# that one thumbnail).
+_STALE_TMP_SECONDS = 15 * 60
 
 
 def default_cache_dir() -> Path:
@@ -178,11 +199,19 @@ def rounded_corners(image: QImage, radius: float) -> QImage:
 
 class _DiskCache:
     """JPEG thumbnails in a folder, named by a hash of the path, the file's identity and the
-    thumbnail size."""
+    thumbnail size. Safe from several threads and processes at once: entries are written
+    under a temporary name and renamed, and an entry removed under a reader is a miss."""
 
-    def __init__(self, folder: Path, min_bytes: int) -> None:
+    def __init__(self, folder: Path, min_bytes: int,
+                 max_bytes: int = DEFAULT_DISK_MAX_BYTES) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"The thumbnail cache size must be positive, got {max_bytes} bytes.")
         self.folder = Path(folder)
         self.min_bytes = min_bytes
+        self.max_bytes = int(max_bytes)
+        self._lock = threading.Lock()
+        self._writes_until_prune = 0  # 0: prune at the first write of this session
+        self._pruning = threading.Lock()
 
     def wants(self, st: os.stat_result) -> bool:
         # Decoding a small file is as cheap as reading a cached thumbnail.
@@ -201,7 +230,13 @@ class _DiskCache:
         if not f.is_file():
             return None
         image = QImage()
-        return image if image.load(str(f)) and not image.isNull() else None
+        if not image.load(str(f)) or image.isNull():
+            return None
+        # Last use, for least-recently-used pruning; an OSError means a read-only folder or
+        # an entry pruned a moment ago, and the image is already read.
+        with contextlib.suppress(OSError):
+            os.utime(f)
+        return image
 
     def write(self, key: str, pil) -> None:
         f = self.file(key)
@@ -213,6 +248,70 @@ class _DiskCache:
         except OSError:
             # A full or read-only cache folder only costs speed, never the thumbnail.
             tmp.unlink(missing_ok=True)
+            return
+        with self._lock:
+            due = self._writes_until_prune <= 0
+            if due:
+                self._writes_until_prune = _PRUNE_EVERY_WRITES
+            self._writes_until_prune -= 1
+        if due:
+            self.prune()
+
+    def _files(self) -> Iterator[os.DirEntry]:
+        """This cache's own files (entries and .tmp files) in their two-letter folders;
+        anything else a user put in a chosen folder is never touched."""
+        try:
+            subs = [d for d in os.scandir(self.folder)
+                    if len(d.name) == 2 and d.is_dir(follow_symlinks=False)]
+        except OSError:
+            return
+        for sub in subs:
+            try:
+                items = list(os.scandir(sub.path))
+            except OSError:
+                continue
+            for item in items:
+                if item.name.startswith(sub.name) and item.name.endswith((".jpg", ".tmp")):
+                    yield item
+
+    def prune(self, now: float | None = None) -> int:
+        """Remove .tmp files older than `_STALE_TMP_SECONDS` and, when the entries hold more
+        than the cap, the least recently used ones down to `_PRUNE_TO` of it; returns the
+        bytes the entries hold after. One thread at a time; another that asks meanwhile gets -1
+        and skips (the one under way does the work)."""
+        if not self._pruning.acquire(blocking=False):
+            return -1
+        try:
+            now = time.time() if now is None else now
+            entries: list[tuple[float, int, str]] = []
+            for item in self._files():
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # removed meanwhile (another process pruning, or renamed)
+                if item.name.endswith(".tmp"):
+                    if now - st.st_mtime > _STALE_TMP_SECONDS:
+                        with contextlib.suppress(OSError):
+                            os.unlink(item.path)
+                    continue
+                entries.append((st.st_mtime, st.st_size, item.path))
+            total = sum(size for _, size, _ in entries)
+            if total <= self.max_bytes:
+                return total
+            target = int(self.max_bytes * _PRUNE_TO)
+            for _, size, path in sorted(entries):
+                if total <= target:
+                    break
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass  # another process pruned it first
+                except OSError:
+                    continue
+                total -= size
+            return total
+        finally:
+            self._pruning.release()
 
 
 class ThumbnailCache(QObject):
@@ -228,6 +327,7 @@ class ThumbnailCache(QObject):
     def __init__(self, thumb_size: int = 160, *, capacity: int = 600,
                  workers: int | None = None, max_pending: int = 256,
                  disk_cache: bool | str | Path = True, disk_min_bytes: int = 48 * 1024,
+                 disk_max_bytes: int = DEFAULT_DISK_MAX_BYTES,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._capacity = max(1, capacity)
@@ -242,9 +342,11 @@ class ThumbnailCache(QObject):
         self._bridge = _Bridge()
         self._bridge.delivered.connect(self._on_delivered)
         if disk_cache is True:
-            self._disk: _DiskCache | None = _DiskCache(default_cache_dir(), disk_min_bytes)
+            self._disk: _DiskCache | None = _DiskCache(default_cache_dir(), disk_min_bytes,
+                                                       disk_max_bytes)
         elif disk_cache:
-            self._disk = _DiskCache(Path(disk_cache), disk_min_bytes)  # type: ignore[arg-type]
+            self._disk = _DiskCache(Path(disk_cache), disk_min_bytes,  # type: ignore[arg-type]
+                                    disk_max_bytes)
         else:
             self._disk = None
         # Converting to QPixmap is batched: one repaint per batch, not per thumbnail.
