@@ -62,6 +62,7 @@ class KeepBest:
     mode: str = "best"
     candidates: list[ScoredCandidate] = field(default_factory=list)
     kept: int = -1  # index into candidates
+    fallback: str = ""  # why the kept one is not the best-scored (its weights were lost)
 
     def __post_init__(self) -> None:
         if self.mode not in KEEP_MODES:
@@ -119,8 +120,15 @@ class KeepBest:
                     "worse than the model you started from.")
         return None
 
+    def fall_back_to(self, candidate: ScoredCandidate, why: str) -> None:
+        """Keep ``candidate`` instead of the best-scored one, and say why."""
+        self.kept = self.candidates.index(candidate)
+        self.fallback = why
+
     def reason(self) -> str:
         kept = self.best
+        if self.fallback:
+            return self.fallback
         if self.mode == "last":
             return f"kept the last {kept.label} (keep = last, as published)"
         others = [c for i, c in enumerate(self.candidates) if i != self.kept]
@@ -133,6 +141,8 @@ class KeepBest:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": self.mode, "kept": self.kept,
                                "candidates": [c.to_dict() for c in self.candidates]}
+        if self.fallback:
+            out["fallback"] = self.fallback
         if self.kept >= 0:
             zero = self.zero_shot
             out.update(kept_label=self.best.label, kept_kind=self.best.kind,
@@ -145,4 +155,4 @@ class KeepBest:
     def from_dict(cls, data: dict[str, Any]) -> KeepBest:
         return cls(mode=data.get("mode", "best"),
                    candidates=[ScoredCandidate.from_dict(c) for c in data.get("candidates", [])],
-                   kept=int(data.get("kept", -1)))
+                   kept=int(data.get("kept", -1)), fallback=data.get("fallback", ""))

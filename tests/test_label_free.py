@@ -257,6 +257,31 @@ def test_a_run_keeps_and_exports_its_best_scored_teacher(tmp_path, image_folder,
     assert not torch.equal(kept_weights["classifier"], last["classifier"])
 
 
+def test_a_run_whose_best_weights_are_gone_keeps_the_last_teacher_and_says_so(
+        tmp_path, image_folder, class_names, tiny_model_dir, monkeypatch):
+    rate_teachers(monkeypatch, [0.7, 0.6, 0.55])
+    real_kept_model = label_free.RunScorer.kept_model
+
+    def lose_the_best(self, *args, **kwargs):  # as if deleted by hand before the end
+        for path in self.run_dir.glob("best_teacher*"):
+            path.unlink()
+        return real_kept_model(self, *args, **kwargs)
+
+    monkeypatch.setattr(label_free.RunScorer, "kept_model", lose_the_best)
+    run = tmp_path / "run"
+    events = list(train(make_job(image_folder, class_names, tiny_model_dir, epochs=3), run))
+    kept = next(e for e in events if isinstance(e, ClassifierKept))
+    assert kept.label == "teacher after epoch 3" and kept.score == 0.55
+    assert "missing" in kept.reason
+    warning = next(e for e in events if isinstance(e, RunWarning)
+                   and e.kind == "kept_weights_missing")
+    assert "teacher after epoch 1" in warning.message
+    sel = json.loads((run / "run.json").read_text())["selection"]
+    assert sel["kept_label"] == "teacher after epoch 3" and "missing" in sel["reason"]
+    _, meta = read_weights(run / "model.safetensors")
+    assert meta["kept"] == "teacher after epoch 3"
+
+
 def test_a_run_keeps_a_refined_teacher_when_it_scores_best(tmp_path, image_folder, class_names,
                                                           tiny_model_dir, monkeypatch):
     # the last teacher, refined, scores best

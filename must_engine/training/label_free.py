@@ -236,12 +236,21 @@ class RunScorer:
         if not self.selection.candidates:
             return teacher, []
         best = self.selection.best
+        missing = None
         if best.kind in TRAINED_KINDS:
             last = max((c for c in self.selection.candidates if c.kind == TEACHER),
                        key=lambda c: c.step)
             model = teacher
             path = self._best_path(best)
-            if best is not last and path is not None:
+            if best is not last and path is None:
+                # its weights are gone (deleted by hand, or a run from an older version):
+                # hand back the last teacher and say so, rather than name one and save another
+                missing = best
+                self.selection.fall_back_to(
+                    last, f"kept {last.label}: the weights of {best.label}, the best-scored "
+                          f"classifier ({best.score:.3f}), were missing from the run folder")
+                best = last
+            elif best is not last:
                 model = must_model_from_config(architecture)
                 extra = load_model_weights(path, model)
                 if best.kind == REFINED_TEACHER:
@@ -260,6 +269,13 @@ class RunScorer:
                                        score=best.score,
                                        zero_shot_score=zero.score if zero else best.score,
                                        reason=self.selection.reason())]
+        if missing is not None:
+            events.append(RunWarning(
+                "kept_weights_missing",
+                f"The weights of {missing.label}, the best-scored classifier, were missing "
+                f"from the run folder, so the run keeps {best.label} instead.",
+                "Predictions and exports use that classifier; train again to keep the "
+                "best-scored one.", step=best.step))
         warning = self.selection.verdict()
         if warning is not None:
             events.append(RunWarning(
