@@ -105,21 +105,12 @@ def predict_task(run_dir: Path, device: str, control):
     return run
 
 
-class TrainingClock:
-    """How long training has run (pauses left out), and how long scoring one epoch's teacher
-    takes: the trainer's own time left counts only the steps, and the label-free score after
-    each epoch adds to it."""
+class PausableClock:
+    """Keeps the time spent paused, so the clocks below can leave it out."""
 
     def __init__(self) -> None:
-        self.started: float | None = None
         self._paused_at: float | None = None
         self._paused_for = 0.0
-        self._epoch_end: float | None = None
-        self.score_seconds: float | None = None  # measured, one epoch's scoring
-
-    def start(self, now: float) -> None:
-        self.__init__()
-        self.started = now
 
     def pause(self, now: float) -> None:
         if self._paused_at is None:
@@ -130,11 +121,31 @@ class TrainingClock:
             self._paused_for += now - self._paused_at
             self._paused_at = None
 
+    def paused_for(self, now: float) -> float:
+        """Seconds paused so far, the pause under way included."""
+        return self._paused_for + (now - self._paused_at if self._paused_at is not None
+                                   else 0.0)
+
+
+class TrainingClock(PausableClock):
+    """How long training has run (pauses left out), and how long scoring one epoch's teacher
+    takes: the trainer's own time left counts only the steps, and the label-free score after
+    each epoch adds to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: float | None = None
+        self._epoch_end: float | None = None
+        self.score_seconds: float | None = None  # measured, one epoch's scoring
+
+    def start(self, now: float) -> None:
+        self.__init__()
+        self.started = now
+
     def elapsed(self, now: float) -> float | None:
         if self.started is None:
             return None
-        paused = self._paused_for + (now - self._paused_at if self._paused_at else 0.0)
-        return max(0.0, now - self.started - paused)
+        return max(0.0, now - self.started - self.paused_for(now))
 
     def epoch_ended(self, now: float) -> None:
         self._epoch_end = now
@@ -158,23 +169,13 @@ def estimated_score_seconds(estimate: TimeEstimate | None) -> float | None:
     return max(0.0, estimate.seconds - steps) / estimate.epochs
 
 
-class RateClock:
+class RateClock(PausableClock):
     """Time left for a count that grows (images classified): the rate is measured from the
     first report on, so the start-up before it (loading the models) does not count."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._first: tuple[float, int] | None = None
-        self._paused_at: float | None = None
-        self._paused_for = 0.0
-
-    def pause(self, now: float) -> None:
-        if self._paused_at is None:
-            self._paused_at = now
-
-    def resume(self, now: float) -> None:
-        if self._paused_at is not None:
-            self._paused_for += now - self._paused_at
-            self._paused_at = None
 
     def update(self, done: int, total: int, now: float) -> tuple[float, float] | None:
         """(items a second, seconds left), or None until a rate can be measured."""
