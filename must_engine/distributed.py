@@ -91,6 +91,11 @@ class Distributed:
         dist.all_reduce(t)
         return t
 
+    def broadcast_(self, t: torch.Tensor) -> torch.Tensor:
+        """In place: ``t`` becomes rank 0's ``t`` on every rank."""
+        dist.broadcast(t, src=0)
+        return t
+
     def mean(self, t: torch.Tensor) -> torch.Tensor:
         out = t.detach().clone()
         dist.all_reduce(out)

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from must_engine.classes import check_class_names, check_templates, default_templates
 from must_engine.classifier_init import text_classifier
@@ -467,8 +466,7 @@ class Trainer:
         head = self.scorer.last_refined_head if self.is_main else None
         head = self.refined_head if head is None else head.float().to(self.device)
         if self.dist is not None:
-            mine = head if self.is_main else torch.zeros_like(self.refined_head)
-            head = F.normalize(self.dist.mean(mine) * self.dist.world_size, dim=0)
+            head = self.dist.broadcast_(head.clone())
         self.refined_head = head
 
     def train_step(self, weak: torch.Tensor, student_view: torch.Tensor,
