@@ -348,43 +348,41 @@ def current(ctx, cand) -> float:
     return quality.quality_score(quality.QualitySignals.from_dict(_signals(ctx, cand)))
 
 
+def _signals_at_temperature(ctx, cand, key: str, measure: Callable, goal: float,
+                            lo: float, hi: float, rounds: int) -> dict:
+    """The candidate's signals with its logits scaled by the temperature (found by bisection
+    in log space between ``lo`` and ``hi``) at which ``measure(probs)`` reaches ``goal``;
+    ``measure`` must grow with the scale. Cached in ``cand`` under ``key``."""
+    if key not in cand:
+        logits = cand["logit_scale"] * cand["features"] @ cand["classifier"]
+        for _ in range(rounds):
+            mid = math.sqrt(lo * hi)
+            lo, hi = (mid, hi) if measure((logits * mid).softmax(-1)) < goal else (lo, mid)
+        t = math.sqrt(lo * hi)
+        cand[key] = quality.classifier_signals(cand["features"], cand["classifier"],
+                                               cand["logit_scale"] * t, ctx.ref).to_dict()
+    return cand[key]
+
+
 def tempered(name: str, target: float | None = None) -> Callable:
     """A quality signal computed after rescaling the candidate's logits so that its mean top
     probability equals the zero-shot classifier's: confidence that training inflated (self-
     training sharpens predictions whether or not they are right) no longer counts."""
     def f(ctx, cand):
-        key = f"_tempered{target}"
-        if key not in cand:
-            goal = target or float(ctx.zero["probs"].max(1).values.mean())
-            logits = cand["logit_scale"] * cand["features"] @ cand["classifier"]
-            lo, hi = 0.01, 100.0
-            for _ in range(40):
-                mid = math.sqrt(lo * hi)
-                conf = float((logits * mid).softmax(-1).max(1).values.mean())
-                lo, hi = (mid, hi) if conf < goal else (lo, mid)
-            t = math.sqrt(lo * hi)
-            cand[key] = quality.classifier_signals(cand["features"], cand["classifier"],
-                                                   cand["logit_scale"] * t, ctx.ref).to_dict()
-        return cand[key][name]
+        goal = target or float(ctx.zero["probs"].max(1).values.mean())
+        return _signals_at_temperature(
+            ctx, cand, f"_tempered{target}", lambda p: float(p.max(1).values.mean()), goal,
+            0.01, 100.0, 40)[name]
     return f
 
 
 def tempered_certainty(name: str, level: float = 0.5) -> Callable:
     """Like ``tempered`` but to a fixed mean certainty (1 - entropy / log C)."""
     def f(ctx, cand):
-        key = f"_tc{level}"
-        if key not in cand:
-            logits = cand["logit_scale"] * cand["features"] @ cand["classifier"]
-            lo, hi = 1e-3, 1e3
-            for _ in range(50):
-                mid = math.sqrt(lo * hi)
-                p = (logits * mid).softmax(-1)
-                cert = 1 - float(-(p * p.clamp_min(1e-12).log()).sum(1).mean()) / math.log(ctx.c)
-                lo, hi = (mid, hi) if cert < level else (lo, mid)
-            t = math.sqrt(lo * hi)
-            cand[key] = quality.classifier_signals(cand["features"], cand["classifier"],
-                                                   cand["logit_scale"] * t, ctx.ref).to_dict()
-        return cand[key][name]
+        def certainty(p):
+            return 1 - float(-(p * p.clamp_min(1e-12).log()).sum(1).mean()) / math.log(ctx.c)
+        return _signals_at_temperature(ctx, cand, f"_tc{level}", certainty, level,
+                                       1e-3, 1e3, 50)[name]
     return f
 
 
