@@ -9,10 +9,11 @@ trainer's first process reads it between steps (and shares what it read with the
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
 from pathlib import Path
+
+from must_engine.io_utils import atomic_write
 
 CONTROL_FILE = "control"
 REQUESTS = ("pause", "run", "stop")
@@ -24,9 +25,8 @@ def write_request(run_dir: str | Path, request: str) -> Path:
     if request not in REQUESTS:
         raise ValueError(f"Unknown request '{request}'; write one of {', '.join(REQUESTS)}.")
     path = Path(run_dir) / CONTROL_FILE
-    tmp = path.with_name(f".{CONTROL_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(request + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # the trainer never reads half a word
+    # renamed into place whole: the trainer never reads half a word
+    atomic_write(path, lambda p: p.write_text(request + "\n", encoding="utf-8"))
     return path
 
 
