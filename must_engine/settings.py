@@ -16,6 +16,7 @@ PROTOTYPE_INITS = ("text", "text+target", "refined", "auto")
 KEEP_MODES = ("best", "last")
 PATCH_NORMS = ("new", "ln_post")
 ALIGN_CLS_GRADIENTS = ("stop", "flow")
+THRESHOLD_MODES = ("fixed", "adaptive", "quantile")
 
 
 @dataclass
@@ -34,6 +35,15 @@ class MustSettings:
     ema_decay_final: float = 0.9998
     ema_warm_it: int = 100
     conf_threshold: float = 0.7
+    # Which pseudo-labels count: "fixed", those above conf_threshold (as published);
+    # "quantile", each class's most confident threshold_share of the images the teacher gave
+    # it over the last epoch's worth of images (conf_threshold for a class with none there;
+    # losses.QuantileThreshold); or "adaptive", above FreeMatch's self-adaptive per-class
+    # thresholds: the EMA (momentum threshold_momentum per step) of the teacher's mean
+    # confidence, scaled per class by its mean class probability (losses.AdaptiveThreshold).
+    threshold_mode: str = "fixed"
+    threshold_share: float = 0.5
+    threshold_momentum: float = 0.9
     # Masking (mask_patch_size 0 = choose from the model: see masking.choose_mask_patch_size)
     mask_ratio: float = 0.1
     mask_patch_size: int = 0
@@ -139,6 +149,10 @@ _RULES: dict[str, tuple[Any, str]] = {
     "ema_decay_final": (lambda v: 0 <= v < 1, "ema_decay_final must be in [0, 1)"),
     "ema_warm_it": (lambda v: v >= 1, "ema_warm_it must be at least 1"),
     "conf_threshold": (lambda v: 0 <= v < 1, "threshold must be in [0, 1)"),
+    "threshold_mode": (lambda v: v in THRESHOLD_MODES,
+                       f"threshold_mode must be one of {THRESHOLD_MODES}"),
+    "threshold_momentum": (lambda v: 0 <= v < 1, "threshold_momentum must be in [0, 1)"),
+    "threshold_share": (lambda v: 0 < v <= 1, "threshold_share must be in (0, 1]"),
     "refined_pseudo_labels": (lambda v: 0 <= v <= 1, "refined_pseudo_labels must be in [0, 1]"),
     "mask_ratio": (lambda v: 0 <= v < 1, "mask ratio must be in [0, 1)"),
     "mask_patch_size": (lambda v: v >= 0, "mask patch size must be 0 (automatic) or positive"),
@@ -338,6 +352,11 @@ FIELD_HELP: dict[str, str] = {
     "ema_decay_final": "EMA teacher decay after the warm-up",
     "ema_warm_it": "steps over which the EMA decay ramps up",
     "conf_threshold": "teacher confidence a pseudo-label needs to count",
+    "threshold_mode": "which pseudo-labels count: fixed (above the threshold), quantile (each "
+                      "class's most confident share) or adaptive (FreeMatch's per-class "
+                      "thresholds)",
+    "threshold_share": "quantile mode: share of each class's pseudo-labels that count",
+    "threshold_momentum": "adaptive mode: EMA momentum per step of the thresholds' statistics",
     "mask_ratio": "share of image blocks masked in the student's view",
     "mask_patch_size": "mask block size in pixels (0 = chosen from the model)",
     "w_fair": "weight of the fairness (uniform class prior) loss",

@@ -126,6 +126,28 @@ def _model_description(run: RunInfo, kept: dict[str, Any] | None) -> str:
     return f"the {kept['kept']} classifier, kept by the label-free score ({kept['reason']})"
 
 
+def _threshold_note(settings) -> dict[str, Any]:
+    """Which pseudo-labels taught the student (settings.threshold_mode)."""
+    mode = settings.threshold_mode
+    note: dict[str, Any] = {"threshold_mode": mode, "conf_threshold": settings.conf_threshold}
+    if mode == "quantile":
+        note.update(threshold_share=settings.threshold_share,
+                    meaning="during training, a pseudo-label taught the student when its "
+                            "teacher confidence was among the most confident threshold_share "
+                            "of its class over the last epoch's images (conf_threshold: for a "
+                            "class with none there)")
+    elif mode == "adaptive":
+        note.update(threshold_momentum=settings.threshold_momentum,
+                    meaning="during training, pseudo-labels taught the student above "
+                            "self-adaptive per-class thresholds (FreeMatch): the running mean "
+                            "teacher confidence scaled by each class's running mean "
+                            "probability (conf_threshold unused)")
+    else:
+        note["meaning"] = ("during training, only pseudo-labels whose teacher confidence was "
+                           "above conf_threshold taught the student")
+    return note
+
+
 def build_card(run: RunInfo, *, model_file: str, model_sha256: str,
                predictions: Predictions | None,
                spot_check: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -165,11 +187,7 @@ def build_card(run: RunInfo, *, model_file: str, model_sha256: str,
                        "load_classifier and the TorchScript/ONNX exports give softmax "
                        "probabilities.",
         },
-        "thresholds": {
-            "conf_threshold": settings.conf_threshold,
-            "meaning": "during training, only pseudo-labels whose teacher confidence was above "
-                       "this value taught the student",
-        },
+        "thresholds": _threshold_note(settings),
         "training": {
             "settings": settings.to_dict(),
             "steps": run.step,

@@ -23,11 +23,124 @@ def _identity(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def pseudo_labels(teacher_logits: torch.Tensor, threshold: float):
-    """(labels, confidence, confident mask) from the teacher's logits on the weak view."""
+def pseudo_labels(teacher_logits: torch.Tensor, threshold: float | torch.Tensor):
+    """(labels, confidence, confident mask) from the teacher's logits on the weak view.
+
+    ``threshold`` is one number, or a [C] tensor of per-class thresholds (a sample passes
+    when its confidence is above its predicted class's threshold)."""
     probs = teacher_logits.float().softmax(dim=-1)
     confidence, labels = probs.max(dim=-1)
+    if isinstance(threshold, torch.Tensor):
+        threshold = threshold.to(confidence.device)[labels]
     return labels, confidence, confidence > threshold
+
+
+class AdaptiveThreshold:
+    """Self-adaptive, class-aware thresholds (FreeMatch's SAT, Wang et al., ICLR 2023).
+
+    A global threshold, the EMA of the teacher's mean top probability, is scaled per class by
+    the EMA of the teacher's mean probability of that class over its largest class:
+    ``tau_c = tau * p_c / max_k p_k``. Both start at 1 / C (as published), so early on most
+    pseudo-labels pass, and the bar rises as the teacher grows surer; a class the teacher
+    rarely predicts gets a lower bar. ``update`` takes the batch's teacher probabilities; under
+    torch.distributed ``reduce`` (an in-place sum over processes) makes the statistics the
+    global batch's, the same on every process. No value is read back to the host.
+    """
+
+    def __init__(self, num_classes: int, momentum: float, device: torch.device | str = "cpu"):
+        self.momentum = float(momentum)
+        self.tau = torch.full((), 1.0 / num_classes, device=device)
+        self.class_mean = torch.full((num_classes,), 1.0 / num_classes, device=device)
+
+    def update(self, probs: torch.Tensor, valid: torch.Tensor | None = None,
+               reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        probs = probs.detach().float()
+        w = _weights(valid, probs)
+        sums = torch.cat([(probs * w.unsqueeze(1)).sum(dim=0),
+                          (probs.max(dim=-1).values * w).sum().unsqueeze(0), w.sum().unsqueeze(0)])
+        if reduce is not None:
+            sums = reduce(sums)
+        count = sums[-1]
+        seen = count > 0  # a batch with no readable image leaves the statistics as they were
+        mean_probs = sums[:-2] / count.clamp(min=1.0)
+        mean_conf = sums[-2] / count.clamp(min=1.0)
+        m = self.momentum
+        self.tau = torch.where(seen, m * self.tau + (1 - m) * mean_conf, self.tau)
+        self.class_mean = torch.where(seen, m * self.class_mean + (1 - m) * mean_probs,
+                                      self.class_mean)
+
+    def thresholds(self) -> torch.Tensor:
+        """[C] the current per-class thresholds."""
+        return self.tau * self.class_mean / self.class_mean.max().clamp(min=1e-12)
+
+    def state_dict(self) -> dict:
+        return {"tau": self.tau, "class_mean": self.class_mean}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.tau = state["tau"].to(self.tau.device)
+        self.class_mean = state["class_mean"].to(self.class_mean.device)
+
+
+class QuantileThreshold:
+    """Per-class quantile thresholds: each class passes its most confident ``share`` of the
+    images the teacher gave it among the last ``window`` images (a running window of global
+    batches), so every class the teacher predicts contributes pseudo-labels, in proportion to
+    how often it is predicted. A class's threshold is the lower (1 - share) quantile of its
+    confidences in the window (a sample passes strictly above it); a class with no image in
+    the window uses ``fallback``. ``update`` takes the global batch's confidences and labels
+    (under torch.distributed, gathered from every process, so every process holds the same
+    window). Memory and time are linear in the window (two sorts, no [classes x window]
+    matrix); no value is read back to the host.
+    """
+
+    def __init__(self, num_classes: int, share: float, window: int, fallback: float,
+                 device: torch.device | str = "cpu"):
+        self.num_classes = num_classes
+        self.share = float(share)
+        self.fallback = float(fallback)
+        self.confidence = torch.zeros(window, device=device)
+        self.labels = torch.full((window,), -1, dtype=torch.long, device=device)
+        self.position = 0
+
+    def update(self, confidence: torch.Tensor, labels: torch.Tensor,
+               valid: torch.Tensor | None = None) -> None:
+        """Add the batch's images (an unreadable one, ``valid`` False, takes a slot but no
+        class), replacing the oldest."""
+        w = self.confidence.shape[0]
+        labels = torch.where(_weights(valid, labels) > 0, labels, torch.full_like(labels, -1))
+        n = labels.shape[0]
+        slots = (self.position + torch.arange(n, device=labels.device)) % w
+        if n > w:  # only the last ``window`` images stay
+            slots, confidence, labels = slots[-w:], confidence[-w:], labels[-w:]
+        self.confidence.index_copy_(0, slots, confidence.detach().float())
+        self.labels.index_copy_(0, slots, labels)
+        self.position = (self.position + n) % w
+
+    def thresholds(self) -> torch.Tensor:
+        """[C] the current per-class thresholds."""
+        # the window ordered by class (empty slots, label -1, first), then by confidence
+        by_conf = torch.argsort(self.confidence, stable=True)
+        order = by_conf[torch.argsort(self.labels[by_conf], stable=True)]
+        ordered = self.confidence[order]
+        counts = torch.zeros(self.num_classes + 1, dtype=torch.long,
+                             device=self.labels.device)
+        counts.scatter_add_(0, self.labels + 1, torch.ones_like(self.labels))
+        starts = (torch.cumsum(counts, dim=0) - counts)[1:]
+        counts = counts[1:]
+        # torch.quantile's "lower" interpolation: index floor(q * (n - 1))
+        k = torch.floor((1.0 - self.share) * (counts - 1).clamp(min=0).double()).long()
+        index = (starts + k).clamp(max=ordered.shape[0] - 1)
+        return torch.where(counts > 0, ordered[index],
+                           torch.full_like(ordered[index], self.fallback))
+
+    def state_dict(self) -> dict:
+        return {"confidence": self.confidence, "labels": self.labels,
+                "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.confidence = state["confidence"].to(self.confidence.device)
+        self.labels = state["labels"].to(self.labels.device)
+        self.position = int(state["position"])
 
 
 def _weights(valid: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

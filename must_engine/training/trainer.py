@@ -78,7 +78,9 @@ from must_engine.training.event_log import open_event_log
 from must_engine.training.label_free import RunScorer, starting_classifiers
 from must_engine.training.learning_check import NoConfidentLabelsWatch
 from must_engine.training.losses import (
+    AdaptiveThreshold,
     FairnessLoss,
+    QuantileThreshold,
     global_local_alignment_loss,
     masked_image_modelling_loss,
     pseudo_labels,
@@ -94,6 +96,8 @@ from must_engine.write_errors import write_errors_as
 
 EventSink = Callable[[Event], None]
 CONFIDENCE_BINS = 20
+# threshold_mode "quantile": the window is the last epoch's images, at most this many.
+QUANTILE_WINDOW = 65_536
 METRIC_NAMES = ("loss_st", "loss_fair", "loss_mim", "loss_align", "loss_total",
                 "confident_fraction", "teacher_confidence")
 
@@ -300,6 +304,16 @@ class Trainer:
                                            enabled=self.amp_dtype == torch.float16)
         self.fair = FairnessLoss(self.num_classes, s.fair_running_average_classes,
                                  gather=distributed.gather if distributed else None)
+        # Per-class pseudo-label thresholds (threshold_mode); None: conf_threshold, as published.
+        self.thresholds = None
+        if s.threshold_mode == "adaptive":
+            self.thresholds = AdaptiveThreshold(self.num_classes, s.threshold_momentum,
+                                                self.device)
+        elif s.threshold_mode == "quantile":
+            window = max(self.batch_size, min(self.steps_per_epoch * self.batch_size,
+                                              QUANTILE_WINDOW))
+            self.thresholds = QuantileThreshold(self.num_classes, s.threshold_share, window,
+                                                s.conf_threshold, self.device)
         pp = self.info.preprocess
         self.mask_spec = mask_spec(pp.image_size, self.student.patch_size, s)
         self.dataset = TwoViewDataset(self.root, self.files, pp, seed=s.seed,
@@ -381,6 +395,8 @@ class Trainer:
             # resume cuts the log back to it (None: a process that writes no log).
             "metrics_bytes": log_bytes,
             **({"refined_head": self.refined_head} if self.refined_head is not None else {}),
+            **({"thresholds": self.thresholds.state_dict()}
+               if self.thresholds is not None else {}),
         }
 
     def _record_unreadable(self) -> None:
@@ -425,6 +441,8 @@ class Trainer:
             self.info.data["metrics_bytes"] = int(state["metrics_bytes"])
         if "refined_head" in state:  # absent from checkpoints made before it existed
             self.refined_head = state["refined_head"]
+        if self.thresholds is not None and "thresholds" in state:
+            self.thresholds.load_state_dict(state["thresholds"])
 
     # ---- training ----------------------------------------------------------------------
     def _note_unreadable(self, index: torch.Tensor, reasons) -> tuple[torch.Tensor,
@@ -505,7 +523,21 @@ class Trainer:
         # scale of 100, bf16 logits moved confidences by up to 0.084 and flipped argmaxes.
         with torch.no_grad():
             teacher_logits = self._teacher_logits(weak)
-        labels, confidence, confident = pseudo_labels(teacher_logits, s.conf_threshold)
+        threshold = s.conf_threshold
+        # Per-class thresholds: updated with the global batch's statistics first.
+        if isinstance(self.thresholds, AdaptiveThreshold):
+            self.thresholds.update(teacher_logits.softmax(dim=-1), valid,
+                                   reduce=self.dist.sum_ if self.dist is not None else None)
+            threshold = self.thresholds.thresholds()
+        elif isinstance(self.thresholds, QuantileThreshold):
+            conf_all, labels_all = teacher_logits.softmax(dim=-1).max(dim=-1)
+            valid_all = valid
+            if self.dist is not None:
+                conf_all, labels_all, valid_all = (self.dist.gather_values(t) for t in
+                                                   (conf_all, labels_all, valid))
+            self.thresholds.update(conf_all, labels_all, valid_all)
+            threshold = self.thresholds.thresholds()
+        labels, confidence, confident = pseudo_labels(teacher_logits, threshold)
         confident = confident & valid
         st_labels, st_weight = self.fixed_labels.apply(index, labels, confident)
         st_weight = st_weight * valid  # an unreadable image (zeros) teaches nothing
@@ -885,12 +917,17 @@ class Trainer:
         labels = self.last_label.cpu().tolist()
         conf = self.last_confidence.cpu().tolist()
         thr = self.settings.conf_threshold
+        per_class = (self.thresholds.thresholds().cpu().tolist()
+                     if self.thresholds is not None else [thr] * self.num_classes)
         # A file that could not be read during training has no pseudo-label.
-        rows = [{"path": f, "label": lab, "confidence": c, "passed": lab >= 0 and c > thr}
+        rows = [{"path": f, "label": lab, "confidence": c,
+                 "passed": lab >= 0 and c > per_class[lab]}
                 for f, lab, c in zip(self.files, labels, conf, strict=True)
                 if f not in self.unreadable]
+        extra = ({"class_thresholds": per_class, "threshold_mode": self.settings.threshold_mode}
+                 if self.thresholds is not None else {})
         write_json(self.info.path / PSEUDO_FILE, {"threshold": thr, "step": self.step,
-                                                  "images": rows})
+                                                  **extra, "images": rows})
 
     def _finish(self) -> Path:
         """Save the kept classifier (the best by the label-free measure, see selection.py)

@@ -38,6 +38,7 @@ from must_engine.settings import (
     PROTOTYPE_INITS,
     PUBLISHED_BEHAVIOUR,
     STUDENT_VIEWS,
+    THRESHOLD_MODES,
     MustSettings,
 )
 
@@ -65,6 +66,8 @@ LABELS: dict[str, str] = {
     "keep": "Classifier kept", "score_images": "Images scored each epoch",
     "refined_pseudo_labels": "Refined share of pseudo-labels",
     "refined_teacher": "Offer the refined last teacher",
+    "threshold_mode": "Pseudo-label selection", "threshold_share": "Share passed per class",
+    "threshold_momentum": "Adaptive threshold momentum",
 }
 
 HELP: dict[str, str] = {
@@ -81,6 +84,9 @@ HELP: dict[str, str] = {
     "keep": "'best' keeps the classifier with the best label-free score (zero-shot included); "
             "'last' keeps the last teacher, as published.",
     "precision": "'auto' uses bf16/fp16 on CUDA and fp32 elsewhere.",
+    "threshold_mode": "'fixed': pseudo-labels count above the confidence threshold, as "
+                      "published; 'quantile': each class's most confident share counts; "
+                      "'adaptive': FreeMatch's self-adaptive per-class thresholds.",
     "refined_pseudo_labels": "How much the refined classifier (soft k-means on the teacher's "
                              "own features) shares the teacher's pseudo-labels; 0 = the "
                              "teacher alone, as published.",
@@ -89,7 +95,7 @@ HELP: dict[str, str] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "precision": PRECISIONS, "student_view": STUDENT_VIEWS, "prototype_init": PROTOTYPE_INITS,
     "patch_norm": PATCH_NORMS, "align_cls_gradient": ALIGN_CLS_GRADIENTS,
-    "keep": KEEP_MODES,
+    "keep": KEEP_MODES, "threshold_mode": THRESHOLD_MODES,
 }
 
 INT_RANGES: dict[str, tuple[int, int]] = {
@@ -102,7 +108,8 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 # Fractions edited with spin boxes: (min, max).
 UNIT_FLOATS: dict[str, tuple[float, float]] = {
     "conf_threshold": (0.0, 0.99), "ema_decay_init": (0.0, 0.9999),
-    "refined_pseudo_labels": (0.0, 1.0),
+    "refined_pseudo_labels": (0.0, 1.0), "threshold_share": (0.01, 1.0),
+    "threshold_momentum": (0.0, 0.99),
     "ema_decay_final": (0.0, 0.9999), "mask_ratio": (0.0, 0.95), "layer_decay": (0.05, 1.0),
     "strong_scale_min": (0.05, 1.0),
 }
@@ -308,7 +315,8 @@ class SettingsForm(QWidget):
 
 ADVANCED_SECTIONS: list[tuple[str, list[str]]] = [
     ("Schedule", ["base_lr", "min_lr", "weight_decay", "layer_decay"]),
-    ("Teacher", ["ema_decay_init", "ema_decay_final", "ema_warm_it"]),
+    ("Teacher", ["ema_decay_init", "ema_decay_final", "ema_warm_it", "threshold_mode",
+                 "threshold_share", "threshold_momentum"]),
     ("Masking", ["mask_ratio", "mask_patch_size"]),
     ("Losses", ["w_fair", "w_mim", "w_align", "use_fair", "use_mim", "use_align",
                 "fair_running_average_classes", "patch_norm", "align_cls_gradient"]),
