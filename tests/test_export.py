@@ -268,7 +268,8 @@ def test_load_classifier_accepts_images_paths_and_tensors(exports, adapted_run, 
     batch = torch.stack([clf.preprocess(im) for im in pil])
     assert np.abs(clf.predict_proba(batch) - by_path).max() <= 1e-6
     assert np.abs(clf.predict_proba(batch[0]) - by_path[:1]).max() <= 1e-6
-    assert np.abs(clf.predict_proba(paths, batch_size=2) - by_path).max() <= 1e-6
+    # Another batch size sums in another order: float32 differs by about 1e-6 on some CPUs.
+    assert np.abs(clf.predict_proba(paths, batch_size=2) - by_path).max() <= 1e-5
 
     results = clf.predict(paths[0], top_k=2)
     (one,) = results
