@@ -85,7 +85,10 @@ def load_classifier_weights(model: MustModel, path: Path,
     if bad_values:
         raise ClassifierError(f"{path} holds non-finite weights ('{bad_values[0]}'); the model "
                               "is broken: train and export it again.")
-    missing = [k for k in result.missing_keys if not is_training_only(k)]
+    # a bundle written before a part existed (the centre) loads without it
+    optional = tuple(model.optional_state_prefixes)
+    missing = [k for k in result.missing_keys
+               if not is_training_only(k) and not k.startswith(optional)]
     if missing or result.unexpected_keys:
         bad = (missing or result.unexpected_keys)[0]
         raise ClassifierError(f"{path} does not match the saved architecture (tensor '{bad}'); "

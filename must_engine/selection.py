@@ -14,6 +14,9 @@ from typing import Any
 
 ZERO_SHOT = "zero_shot"
 REFINED = "refined"
+# The zero-shot classifier on centred image embeddings: the target folder's mean embedding
+# subtracted before they are normalised and compared with the text prototypes.
+CENTRED = "centred_zero_shot"
 TEACHER = "teacher"
 # The teacher after an epoch with its head replaced by the refinement of that head on the
 # teacher's own features (the soft k-means that makes refined zero-shot, seeded by the head).
@@ -38,7 +41,8 @@ class ScoredCandidate:
             return f"teacher after epoch {self.epoch + 1}"
         if self.kind == REFINED_TEACHER:
             return f"refined teacher after epoch {self.epoch + 1}"
-        return {ZERO_SHOT: "zero-shot", REFINED: "refined zero-shot"}.get(self.kind, self.kind)
+        return {ZERO_SHOT: "zero-shot", REFINED: "refined zero-shot",
+                CENTRED: "centred zero-shot"}.get(self.kind, self.kind)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "label": self.label}

@@ -81,6 +81,7 @@ class MustSettings:
     # teacher's head alone, as published): the refined zero-shot classifier to start, then
     # after each epoch the teacher's head refined on the teacher's own features (label_free).
     refined_pseudo_labels: float = 0.0
+    center: float = 0.0  # share of the target images' mean embedding subtracted (0 = off)
     score_images: int = 512  # images the label-free measure looks at each epoch
     # Runtime
     precision: str = "auto"
@@ -167,6 +168,7 @@ _RULES: dict[str, tuple[Any, str]] = {
                        f"prototype_init must be one of {PROTOTYPE_INITS}"),
     "strong_scale_min": (lambda v: 0 < v <= 1, "strong_scale_min must be in (0, 1]"),
     "keep": (lambda v: v in KEEP_MODES, f"keep must be one of {KEEP_MODES}"),
+    "center": (lambda v: 0 <= v <= 1, "center must be in [0, 1]"),
     "score_images": (lambda v: v >= 2, "score_images must be at least 2"),
     "patch_norm": (lambda v: v in PATCH_NORMS, f"patch_norm must be one of {PATCH_NORMS}"),
     "align_cls_gradient": (lambda v: v in ALIGN_CLS_GRADIENTS,
@@ -262,7 +264,7 @@ LABEL_FREE_RECIPE: dict[str, Any] = {
     "epochs": 10, "batch_size": 32, "base_lr": 3e-3, "min_lr": 1e-6, "layer_decay": 1.0,
     "ema_decay_init": 0.9, "ema_decay_final": 0.99, "conf_threshold": 0.7,
     "student_view": "weak", "mask_ratio": 0.1, "use_mim": False, "use_align": False,
-    "w_align": 1.0, "prototype_init": "text", "keep": "best",
+    "w_align": 1.0, "prototype_init": "text", "keep": "best", "center": 1.0,
 }
 AUTO_WARM_SHARE = 0.55  # the EMA decay ramps up over this share of the steps
 # Models at CLIP's own input sizes (224 px and up) start from a learning rate in the published
@@ -375,6 +377,8 @@ FIELD_HELP: dict[str, str] = {
                       "zero-shot classifier, or auto (refined where the measure rates it higher)",
     "keep": "hand back the best classifier by the label-free measure, or the last teacher",
     "score_images": "images the label-free measure scores each epoch",
+    "center": "share of the folder's mean image embedding subtracted before classifying "
+              "(offers centred zero-shot; training uses it where that scores above zero-shot)",
     "refined_teacher": "also offer the last teacher with its head refined on its own features "
                        "(keep best)",
     "refined_pseudo_labels": "share of the refined head's probabilities in the pseudo-labels "

@@ -179,11 +179,13 @@ def build_card(run: RunInfo, *, model_file: str, model_sha256: str,
         "weights": {
             "file": model_file,
             "sha256": model_sha256,
-            "contents": "MustModel state dict (visual.*, classifier, logit_scale) without the "
-                        "training-only mask_token and decoder.*; rebuild with "
+            "contents": "MustModel state dict (visual.*, classifier, logit_scale, center) "
+                        "without the training-only mask_token and decoder.*; rebuild with "
                         "must_model_from_config(card['architecture']) and load_state_dict("
                         "strict=False).",
-            "outputs": "MustModel.forward gives logits (logit_scale * cosine similarity); "
+            "outputs": "MustModel.forward gives logits (logit_scale * cosine similarity between "
+                       "the classifier and the normalised image embedding minus center, "
+                       "normalised again; center is zero unless the run centred); "
                        "load_classifier and the TorchScript/ONNX exports give softmax "
                        "probabilities.",
         },

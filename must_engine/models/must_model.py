@@ -26,8 +26,9 @@ class MustOutputs:
 
 
 PATCH_NORMS = ("new", "ln_post")
-# Parts only training reads; a weights file written before they existed loads without them.
-OPTIONAL_STATE_PREFIXES = ("ln_patch.",)
+# Parts a weights file written before they existed loads without (they keep the model's own
+# values): the patch LayerNorm only training reads, and the centre (zero: no centring).
+OPTIONAL_STATE_PREFIXES = ("ln_patch.", "center")
 
 
 class MustModel(nn.Module):
@@ -59,6 +60,9 @@ class MustModel(nn.Module):
         )
         self.classifier = nn.Parameter(classifier.detach().clone().float())  # [D, C]
         self.register_buffer("logit_scale", torch.tensor(float(logit_scale)))
+        # A fixed vector subtracted from the normalised image embedding before it is
+        # normalised again and compared with the classifier (zero: no centring).
+        self.register_buffer("center", torch.zeros(classifier.shape[0]))
         # Same LayerNorm class and eps as the tower's, freshly initialised (weight 1, bias 0).
         self.ln_patch = copy.deepcopy(visual.ln_post)
         self.ln_patch.reset_parameters()
@@ -110,14 +114,18 @@ class MustModel(nn.Module):
         proj = self.visual.proj
         return t @ proj if proj is not None else t
 
-    def logits_from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+    def centred(self, embedding: torch.Tensor) -> torch.Tensor:
         feat = F.normalize(embedding, dim=-1)
+        return F.normalize(feat - self.center.to(feat.dtype), dim=-1)
+
+    def logits_from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        feat = self.centred(embedding)
         return self.logit_scale * feat @ self.classifier.to(feat.dtype)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised image embedding (for prototype estimation and feature export)."""
         pooled, _ = self._pool(self._tokens(images, None))
-        return F.normalize(self._project(pooled), dim=-1)
+        return self.centred(self._project(pooled))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pooled, _ = self._pool(self._tokens(images, None))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from must_engine.classifier_init import refine_prototypes, target_prototypes
 from must_engine.events import ClassifierKept, ClassifierScored, RunWarning
@@ -19,6 +20,7 @@ from must_engine.features import embed_files, image_subset
 from must_engine.models.must_model import MustModel, must_model_from_config
 from must_engine.quality import classifier_signals, quality_score
 from must_engine.selection import (
+    CENTRED,
     REFINED,
     REFINED_TEACHER,
     TEACHER,
@@ -58,6 +60,7 @@ class StartingClassifiers:
     selection: KeepBest
     start: str  # which classifier training starts from: "text", "text+target" or "refined"
     refined_anchor: float  # the text prototype's share the refinement used
+    centred_training: bool = False  # training subtracts the centre (extra "center")
 
 
 def score_candidate(kind: str, features: torch.Tensor, classifier: torch.Tensor,
@@ -107,12 +110,26 @@ def starting_classifiers(model: MustModel, root: Path, files: list[str], pp,
     scale = float(model.logit_scale)
     refined, ref, anchor = best_refinement(REFINED, feats, text, scale, reference,
                                            reference)
-    selection = KeepBest(settings.keep)
     zero = score_candidate(ZERO_SHOT, reference, text, scale, reference)
-    selection.offer(zero)
-    selection.offer(ref)
     extra = {"refined_classifier": refined, "score_reference": reference,
              "score_indices": torch.tensor(scored, dtype=torch.long)}
+    centred_training = False
+    if settings.center > 0:
+        # Under a shift the image embeddings share an offset; subtracting the folder's mean
+        # embedding (a share ``center`` of it) before comparing with the text prototypes is
+        # the centred zero-shot classifier, offered like refined zero-shot. Where the score
+        # rates it above zero-shot, training uses the same fixed centre (a part of the model
+        # from then on, like the head); the zero-shot model itself stays uncentred.
+        center = settings.center * feats.mean(dim=0)
+        centred = score_candidate(CENTRED, F.normalize(reference - center, dim=-1), text,
+                                  scale, reference)
+        extra["center"] = center
+        centred_training = centred.score > zero.score
+    selection = KeepBest(settings.keep)
+    selection.offer(zero)
+    selection.offer(ref)
+    if settings.center > 0:
+        selection.offer(centred)
     start = settings.prototype_init
     if start == "auto":
         start = "refined" if ref.score > zero.score else "text"
@@ -121,7 +138,7 @@ def starting_classifiers(model: MustModel, root: Path, files: list[str], pp,
     elif start == "text+target":
         extra["start_classifier"] = target_prototypes_from_features(feats, text, scale)
     model.to("cpu")
-    return StartingClassifiers(extra, selection, start, anchor)
+    return StartingClassifiers(extra, selection, start, anchor, centred_training)
 
 
 def target_prototypes_from_features(feats: torch.Tensor, text: torch.Tensor,
@@ -261,9 +278,11 @@ class RunScorer:
 
             model = must_model_from_config(architecture)
             extra = load_model_weights(self.run_dir / ZERO_SHOT_FILE, model)
-            if best.kind == REFINED:
-                with torch.no_grad():
+            with torch.no_grad():
+                if best.kind == REFINED:
                     model.classifier.copy_(extra["refined_classifier"])
+                elif best.kind == CENTRED:
+                    model.center.copy_(extra["center"])
         zero = self.selection.zero_shot
         events: list = [ClassifierKept(kind=best.kind, label=best.label, epoch=best.epoch,
                                        score=best.score,

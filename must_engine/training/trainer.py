@@ -199,7 +199,7 @@ def _prepare_run(job: TrainJob, run_dir: str | Path, *, on_event: EventSink | No
     spe = steps_per_epoch(len(scan.files), settings.batch_size)
     data.update(status="prepared", total_steps=spe * settings.epochs,
                 selection=start.selection.to_dict(), start_classifier=start.start,
-                refined_anchor=start.refined_anchor)
+                refined_anchor=start.refined_anchor, centred_training=start.centred_training)
     run = RunInfo(run_dir, data)
     run.save()
     if settings.preset == "auto" and job.settings is None:
@@ -294,6 +294,11 @@ class Trainer:
         if "start_classifier" in extra:
             with torch.no_grad():
                 student.classifier.copy_(extra["start_classifier"])
+        # the run trains on centred embeddings where the centred zero-shot classifier scored
+        # above zero-shot (settings.center; label_free.starting_classifiers)
+        if self.info.data.get("centred_training") and "center" in extra:
+            with torch.no_grad():
+                student.center.copy_(extra["center"])
         self.student = student.to(self.device).train()
         self.teacher = EmaTeacher(self.student)
         layers = len(self.student.visual.transformer.resblocks)
@@ -473,8 +478,8 @@ class Trainer:
         teacher = self.teacher.module
         if share <= 0 or self.refined_head is None:
             return teacher(weak).float()
-        emb = teacher.embed(weak).float()
-        probs = teacher.logits_from_embedding(emb).float().softmax(dim=-1)
+        emb = teacher.embed(weak).float()  # normalised, and centred when the run centres
+        probs = (teacher.logit_scale * emb @ teacher.classifier.float()).softmax(dim=-1)
         refined = (teacher.logit_scale * emb @ self.refined_head).softmax(dim=-1)
         return ((1 - share) * probs + share * refined).clamp_min(1e-12).log()
 

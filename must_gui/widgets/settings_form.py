@@ -68,6 +68,7 @@ LABELS: dict[str, str] = {
     "refined_teacher": "Offer the refined last teacher",
     "threshold_mode": "Pseudo-label selection", "threshold_share": "Share passed per class",
     "threshold_momentum": "Adaptive threshold momentum",
+    "center": "Centre share (folder mean)",
 }
 
 HELP: dict[str, str] = {
@@ -90,6 +91,9 @@ HELP: dict[str, str] = {
     "refined_pseudo_labels": "How much the refined classifier (soft k-means on the teacher's "
                              "own features) shares the teacher's pseudo-labels; 0 = the "
                              "teacher alone, as published.",
+    "center": "Share of the folder's mean image embedding subtracted before classifying; "
+              "training uses it where the label-free score rates the centred zero-shot "
+              "classifier above zero-shot. 0 = off, as published.",
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -109,7 +113,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
 UNIT_FLOATS: dict[str, tuple[float, float]] = {
     "conf_threshold": (0.0, 0.99), "ema_decay_init": (0.0, 0.9999),
     "refined_pseudo_labels": (0.0, 1.0), "threshold_share": (0.01, 1.0),
-    "threshold_momentum": (0.0, 0.99),
+    "threshold_momentum": (0.0, 0.99), "center": (0.0, 1.0),
     "ema_decay_final": (0.0, 0.9999), "mask_ratio": (0.0, 0.95), "layer_decay": (0.05, 1.0),
     "strong_scale_min": (0.05, 1.0),
 }

@@ -18,10 +18,11 @@ Not part of the test run. Sets (``--sets``, comma-separated names, or ``developm
     clip-large   a width-96, 6-layer tiny CLIP (built and cached here) on the target style
 
 Rows per set, each the mean of ``--seeds`` seeds (0, 1, 2, ...; seed 0 is the default, the
-others are what ``--seed N`` gives): zero-shot; refined zero-shot (when the engine makes one);
-``must train`` with no flags but the classes (the same TrainJob the CLI builds, no overrides
-but the seed); and the Spearman rank correlation between the run's label-free score and true
-accuracy, over every scored classifier (epochs and starting classifiers) of every seed.
+others are what ``--seed N`` gives): zero-shot; refined and centred zero-shot (when the
+engine makes them); ``must train`` with no flags but the classes (the same TrainJob the CLI
+builds, no overrides but the seed); and the Spearman rank correlation between the run's
+label-free score and true accuracy, over every scored classifier (epochs and starting
+classifiers) of every seed.
 Labels are only used to score. ``--ablation`` adds the earlier loss ablation with the demo
 settings. Writes ``table.md`` and ``results.json`` under ``--out`` and prints the table.
 """
@@ -304,18 +305,20 @@ def _teacher_accuracy(trainer, images: Path, class_names: list[str],
 
 
 @torch.no_grad()
-def refined_accuracy(run_dir: Path, images: Path, class_names: list[str]) -> float | None:
-    """Accuracy of the refined zero-shot classifier a run saved, if the engine made one."""
+def refined_accuracy(run_dir: Path, images: Path, class_names: list[str], *,
+                     part: str = "refined_classifier") -> float | None:
+    """Accuracy of the refined zero-shot classifier a run saved, if the engine made one; with
+    ``part="center"``, of the centred zero-shot classifier."""
     from must_engine.models.must_model import must_model_from_config
     from must_engine.weights import load_model_weights
 
     run = open_run(run_dir)
     model = must_model_from_config(run.architecture)
     extra = load_model_weights(run_dir / ZERO_SHOT_FILE, model)
-    if "refined_classifier" not in extra:
+    if part not in extra:
         return None
     with torch.no_grad():
-        model.classifier.copy_(extra["refined_classifier"])
+        (model.classifier if part == "refined_classifier" else model.center).copy_(extra[part])
     files = run.image_files()
     (probs,), ok = predict_probs([model], [images / f for f in files], run.preprocess)
     return accuracy(probs.argmax(1), np.where(ok, truth_of(files, class_names), -1))
@@ -334,6 +337,7 @@ class RunOutcome:
     # (label-free score, true accuracy) of each scored classifier: starting ones and the
     # teacher at each epoch's end
     scored: list[dict]
+    centred: float | None = None  # the centred zero-shot classifier, when the run made one
 
 
 def run_train(work: Path, images: Path, class_names: list[str], model_dir: Path,
@@ -370,11 +374,13 @@ def run_train(work: Path, images: Path, class_names: list[str], model_dir: Path,
     truth = truth_of(preds.paths, class_names)
     zs = accuracy(preds.zero_shot_labels(), truth)
     refined = refined_accuracy(run_dir, images, class_names)
+    centred = refined_accuracy(run_dir, images, class_names, part="center")
     for s in start_scores:
-        s["accuracy"] = zs if s["kind"] == "zero_shot" else refined
+        s["accuracy"] = {"zero_shot": zs, "refined": refined,
+                         "centred_zero_shot": centred}.get(s["kind"])
     settings = open_run(run_dir).data.get("settings", {})
     return RunOutcome(seed, accuracy(preds.labels(), truth), zs, refined, seconds, settings,
-                      kept, warnings, start_scores + scored)
+                      kept, warnings, start_scores + scored, centred)
 
 
 def spearman(points: list[tuple[float, float]]) -> float | None:
@@ -450,9 +456,11 @@ def _kept_short(kept: dict | None) -> str:
 
 def table(results: list[dict], row_label: str) -> str:
     have_refined = any(o["refined"] is not None for r in results for o in r["runs"])
+    have_centred = any(o.get("centred") is not None for r in results for o in r["runs"])
     have_rho = any(r["spearman"] is not None for r in results)
     head = ["set", "role", "images", "zero-shot"]
     head += ["refined zero-shot"] if have_refined else []
+    head += ["centred zero-shot"] if have_centred else []
     head += [row_label, "per seed", "vs zero-shot", "worst seed vs zero-shot"]
     have_kept = any(o["kept"] for r in results for o in r["runs"])
     head += ["label-free rho"] if have_rho else []
@@ -467,6 +475,9 @@ def table(results: list[dict], row_label: str) -> str:
         if have_refined:
             ref = [o["refined"] for o in runs if o["refined"] is not None]
             cells.append(_pct(statistics.mean(ref)) if ref else "-")
+        if have_centred:
+            cen = [o["centred"] for o in runs if o.get("centred") is not None]
+            cells.append(_pct(statistics.mean(cen)) if cen else "-")
         cells += [_pct(statistics.mean(accs)), " / ".join(_pct(a) for a in accs),
                   f"{100 * (statistics.mean(accs) - zs):+.1f}",
                   f"{100 * min(o['accuracy'] - o['zero_shot'] for o in runs):+.1f}"]
