@@ -47,6 +47,7 @@ LR_COLOUR = "#2e6fdb"
 SCORE_COLOUR = "#2e6fdb"
 ZERO_SHOT_COLOUR = "#667085"
 REFINED_COLOUR = "#2f9e5a"
+CENTRED_COLOUR = "#8e44ad"
 KEPT_COLOUR = "#e07b1a"
 MAX_NAMED_CLASSES = 40
 
@@ -303,7 +304,9 @@ class TrainingPlots(QWidget):
                                                                     style=dash))
         self.refined_line = pg.InfiniteLine(angle=0, pen=pg.mkPen(REFINED_COLOUR, width=1.5,
                                                                   style=dash))
-        for line in (self.zero_shot_line, self.refined_line):
+        self.centred_line = pg.InfiniteLine(angle=0, pen=pg.mkPen(CENTRED_COLOUR, width=1.5,
+                                                                  style=Qt.PenStyle.DotLine))
+        for line in (self.zero_shot_line, self.refined_line, self.centred_line):
             plot.addItem(line)
             line.hide()
         self.score_curve = plot.plot([], [], pen=pg.mkPen(SCORE_COLOUR, width=LINE_WIDTH),
@@ -314,12 +317,13 @@ class TrainingPlots(QWidget):
         plot.addItem(self.kept_marker)
         plot.setTitle(_legend_title("Label-free score (higher is better)", [
             (SCORE_COLOUR, "teacher"), (ZERO_SHOT_COLOUR, "zero-shot"),
-            (REFINED_COLOUR, "refined"), (KEPT_COLOUR, "kept")]))
+            (REFINED_COLOUR, "refined"), (CENTRED_COLOUR, "centred"), (KEPT_COLOUR, "kept")]))
         self.score_points: list[tuple[int, float]] = []
 
     def show_scores(self, report) -> None:
         """Draw a ``must_gui.run_report.RunReport``'s scores (None: none): the teacher after
-        each epoch, zero-shot and refined zero-shot as reference lines, the kept one ringed
+        each epoch, zero-shot, refined and centred zero-shot as reference lines (centred
+        only where the run offered it), the kept one ringed
         (on its line when it is not a teacher, at epoch 0)."""
         teacher = report.teacher_scores() if report is not None else []
         self.score_points = teacher
@@ -328,7 +332,8 @@ class TrainingPlots(QWidget):
         self.score_curve.setData(xs, ys)
         refs = []
         for line, value in ((self.zero_shot_line, report and report.zero_shot_score),
-                            (self.refined_line, report and report.refined_score)):
+                            (self.refined_line, report and report.refined_score),
+                            (self.centred_line, report and report.centred_score)):
             if value is None:
                 line.hide()
             else:
@@ -341,6 +346,7 @@ class TrainingPlots(QWidget):
         else:
             _kind, epoch, score = kept
             self.kept_marker.setData([float(epoch)], [score])
+            refs.append(score)  # the ring stays inside the plot whatever it marks
         values = ys + refs
         epochs = max([e for e, _ in teacher] + [report.epochs if report is not None else 0, 1])
         self.score_plot.setXRange(0, epochs, padding=0.05)

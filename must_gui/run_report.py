@@ -27,7 +27,8 @@ from must_engine.probe import PROBE_MARGIN
 
 METRICS_FILE = "metrics.jsonl"  # as must_engine.runs names it (that module imports torch)
 BELOW_ZERO_SHOT = "below_zero_shot"
-ZERO_SHOT, REFINED, TEACHER = "zero_shot", "refined", "teacher"  # as must_engine.selection
+# as must_engine.selection names them
+ZERO_SHOT, REFINED, CENTRED, TEACHER = "zero_shot", "refined", "centred_zero_shot", "teacher"
 _LOGGED = {cls.__name__: cls for cls in (TimeEstimate, SettingsProbed, ClassifierScored,
                                          ClassifierKept, RunWarning, RunFinished, RunStarted)}
 
@@ -87,6 +88,11 @@ class RunReport:
     def refined_score(self) -> float | None:
         refined = self.first(REFINED)
         return refined.score if refined is not None else None
+
+    @property
+    def centred_score(self) -> float | None:
+        centred = self.first(CENTRED)
+        return centred.score if centred is not None else None
 
     def teacher_scores(self) -> list[tuple[int, float]]:
         """(epoch, 1-based; score) of the teacher after each epoch, in order."""

@@ -38,13 +38,14 @@ pytestmark = pytest.mark.gui
 PROBE_SCORES = {"recipe": 0.50, "lr / 10": 0.52, "layer decay 0.65": 0.61,
                 "strong student view": 0.55, "masking 10% + MIM + alignment": 0.40}
 GOOD_TEACHERS = [0.55, 0.60, 0.66, 0.70, 0.74, 0.78, 0.81, 0.80, 0.79, 0.78]  # best: epoch 7
-ZERO, REFINED = 0.5, 0.45
+ZERO, REFINED, CENTRED = 0.5, 0.45, 0.48
 
 
 def _fake_scores(mp: pytest.MonkeyPatch, teacher_scores) -> None:
     """Made-up label-free scores: the probe's candidates, zero-shot, refined zero-shot and
     each epoch's teacher (the real code still trains and embeds everything)."""
     from must_engine import probe
+    from must_engine.selection import CENTRED as CENTRED_KIND
     from must_engine.selection import REFINED as REFINED_KIND
     from must_engine.selection import ZERO_SHOT as ZERO_KIND
     from must_engine.selection import ScoredCandidate
@@ -64,7 +65,7 @@ def _fake_scores(mp: pytest.MonkeyPatch, teacher_scores) -> None:
         # by epoch: the probe's short runs score their teachers too (their scores are
         # replaced above)
         real = real_score(kind, *args, **kwargs)
-        score = {ZERO_KIND: ZERO, REFINED_KIND: REFINED}.get(kind)
+        score = {ZERO_KIND: ZERO, REFINED_KIND: REFINED, CENTRED_KIND: CENTRED}.get(kind)
         return ScoredCandidate(kind, teacher_scores[real.epoch] if score is None else score,
                                real.signals, real.epoch, real.step)
 
@@ -161,6 +162,7 @@ def test_training_page_shows_expected_time_probe_scores_and_the_kept_classifier(
     plots = page.plots
     assert plots.zero_shot_line.isVisible() and plots.zero_shot_line.value() == ZERO
     assert plots.refined_line.isVisible() and plots.refined_line.value() == REFINED
+    assert plots.centred_line.isVisible() and plots.centred_line.value() == CENTRED
     assert plots.score_points == []
     assert "So far: zero-shot, score 0.500" in summary.kept_card.text()
 
@@ -181,16 +183,17 @@ def test_training_page_shows_expected_time_probe_scores_and_the_kept_classifier(
     assert list(kx) == [7.0] and list(ky) == [0.81]
     kept = summary.kept_card.text()
     assert "teacher after epoch 7, score 0.810 (zero-shot 0.500)" in kept
-    assert "Best of the 12 classifiers scored" in kept and not summary.kept_card.alarm
+    assert "Best of the 13 classifiers scored" in kept and not summary.kept_card.alarm
     finished = next(e for e in events if isinstance(e, RunFinished))
     assert "Took " in summary.time_card.text() and "expected about" in summary.time_card.text()
     assert finished.seconds > 0
 
     # Details on demand: every candidate of the probe and every score.
     dialog = summary.open_details()
-    assert dialog.scores_table.rowCount() == 12  # zero-shot, refined, 10 teachers
-    labels = [dialog.scores_table.item(r, 0).text() for r in range(12)]
-    assert labels[8] == "teacher after epoch 7  ← kept"
+    assert dialog.scores_table.rowCount() == 13  # zero-shot, refined, centred, 10 teachers
+    labels = [dialog.scores_table.item(r, 0).text() for r in range(13)]
+    assert labels[2] == "centred zero-shot"
+    assert labels[9] == "teacher after epoch 7  ← kept"
     assert dialog.probe_table.rowCount() == 5
     chosen = [dialog.probe_table.item(r, 0).text() for r in range(5)]
     assert "layer decay 0.65  ← chosen" in chosen
@@ -368,3 +371,33 @@ def test_a_summary_card_grows_to_show_a_long_reason_whole(qtbot):
     assert label.height() >= label.heightForWidth(label.width()) > 3 * label.fontMetrics(
         ).lineSpacing()
     assert card.sizeHint().height() > short_height
+
+
+def test_a_kept_centred_classifier_is_ringed_on_its_line_inside_the_plot(page):
+    """Made-up scores: the centred zero-shot classifier beats every teacher and is kept."""
+    from must_gui.run_report import RunReport
+
+    report = RunReport()
+    for kind, label, score in (("zero_shot", "zero-shot", 0.5), ("refined", "refined", 0.6),
+                               ("centred_zero_shot", "centred zero-shot", 0.9)):
+        report.handle(ClassifierScored(kind, label, -1, 0, score, {}, label, score, 0.5))
+    for epoch, score in enumerate((0.55, 0.62)):
+        report.handle(ClassifierScored("teacher", f"epoch {epoch + 1}", epoch, 4 * epoch + 4,
+                                       score, {}, "centred zero-shot", 0.9, 0.5))
+    report.handle(ClassifierKept("centred_zero_shot", "centred zero-shot", -1, 0.9, 0.5,
+                                 "best label-free score"))
+    plots = page.plots
+    plots.show_scores(report)
+    assert plots.centred_line.isVisible() and plots.centred_line.value() == 0.9
+    kx, ky = plots.kept_marker.getData()
+    assert list(kx) == [0.0] and list(ky) == [0.9]
+    low, high = plots.score_plot.viewRange()[1]
+    assert low < 0.5 and high > 0.9  # the ring and every line are in view
+    # A kept classifier with no line of its own (a refined teacher) is still in view.
+    report.handle(ClassifierKept("refined_teacher", "refined teacher after epoch 2", 1, 0.99,
+                                 0.5, "best label-free score"))
+    plots.show_scores(report)
+    assert plots.score_plot.viewRange()[1][1] > 0.99
+    # A run without a centred candidate (center 0) draws no centred line.
+    plots.show_scores(None)
+    assert not plots.centred_line.isVisible()
