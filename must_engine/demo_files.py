@@ -74,7 +74,10 @@ def demo_settings_overrides() -> dict[str, Any]:
       53.3% against 60.7% with the weak view): the student gets the weak view;
     - a short run needs a faster EMA teacher (0.9 -> 0.99) or the teacher, which is what is
       kept, barely moves from zero-shot; and a higher, uniform learning rate (the spec's own
-      observation on small models).
+      observation on small models);
+    - no centring: the ``auto`` recipe's centred embeddings (``center`` 1) gave the demo
+      63.7% against 67.0% uncentred (seed 0, 400 pictures), so the demo keeps the recipe its
+      figures were measured with.
     """
     return {
         "epochs": 10,
@@ -88,4 +91,5 @@ def demo_settings_overrides() -> dict[str, Any]:
         "use_mim": False,
         "use_align": False,
         "w_align": 1.0,
+        "center": 0.0,
     }
